@@ -1,0 +1,135 @@
+"""The agent's error hierarchy: one base, a few precise subclasses with fields.
+
+Every error carries what failed, the values involved and what the user can do
+(``remedy``), and the exit code the command line returns for it. Raising and
+explaining happen where the failure is found; ``cli.main`` only prints and
+exits.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class SupervisorError(Exception):
+    """Base of every error the agent reports to its user."""
+
+    exit_code: ClassVar[int] = EXIT_FAILURE
+
+    def __init__(self, message: str, *, remedy: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.remedy = remedy
+
+    def __str__(self) -> str:
+        if self.remedy:
+            return f"{self.message}; {self.remedy}"
+        return self.message
+
+
+class ConfigError(SupervisorError):
+    """A configuration value (file, environment or flag) that cannot be used."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(
+        self,
+        *,
+        key: str,
+        value: object,
+        source: str,
+        reason: str,
+        remedy: str | None = None,
+    ) -> None:
+        self.key = key
+        self.value = value
+        self.source = source
+        self.reason = reason
+        super().__init__(f"{source}: {key}={value!r}: {reason}", remedy=remedy)
+
+
+class PolicyError(SupervisorError):
+    """The kernel refused part of the resource policy (strict mode), or it is invalid."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        resource: str,
+        requested: object,
+        limit: object = None,
+        cause: str = "",
+        remedy: str | None = None,
+    ) -> None:
+        self.resource = resource
+        self.requested = requested
+        self.limit = limit
+        self.cause = cause
+        super().__init__(message, remedy=remedy)
+
+
+class CertificateError(SupervisorError):
+    """A certificate, key or certificate folder that cannot be used as it is."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, *, path: str, remedy: str | None = None) -> None:
+        self.path = path
+        super().__init__(message, remedy=remedy)
+
+
+class DataRootError(SupervisorError):
+    """The data root cannot be used (permissions, full disk, unusable filesystem)."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, *, path: str, remedy: str | None = None) -> None:
+        self.path = path
+        super().__init__(message, remedy=remedy)
+
+
+class DataRootLockedError(DataRootError):
+    """Another agent or dockerd holds the data root."""
+
+    def __init__(
+        self, *, path: str, holder_pid: int | None, holder_host: str, since: str
+    ) -> None:
+        self.holder_pid = holder_pid
+        self.holder_host = holder_host
+        self.since = since
+        super().__init__(
+            f"data root {path} is in use by pid {holder_pid} on host {holder_host!r}"
+            f" since {since}",
+            path=path,
+            remedy="stop that daemon first, or give this one its own --dockerd-data-root"
+            " (one daemon per data root: two corrupt it)",
+        )
+
+
+class PreparationError(SupervisorError):
+    """A container preparation step (cgroups, mounts, iptables) that dockerd needs failed."""
+
+    def __init__(self, message: str, *, step: str, remedy: str | None = None) -> None:
+        self.step = step
+        super().__init__(message, remedy=remedy)
+
+
+class DockerdGaveUp(SupervisorError):
+    """dockerd kept failing to start or to stay up; the agent stops trying."""
+
+    def __init__(self, *, failures: int, window: float, last_error: str | None) -> None:
+        self.failures = failures
+        self.window = window
+        self.last_error = last_error
+        detail = f": last error from dockerd: {last_error}" if last_error else ""
+        super().__init__(
+            f"dockerd failed {failures} times within {window:g} s, giving up{detail}",
+            remedy="fix the cause above (dockerd flags after --, the data root, the"
+            " host's kernel features) and start again",
+        )
