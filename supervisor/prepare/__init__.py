@@ -1,0 +1,237 @@
+"""Container preparation before dockerd starts: what docker:dind's shell wrappers did, race-free.
+
+Owns the entry point ``prepare()``, its options and report, and
+``dockerd_env()``. The steps live in ``cgroups`` (v2 nesting), ``mounts``
+(securityfs, tmpfs on /tmp, rshared /) and ``iptables`` (legacy or nft via a
+private PATH directory). Does not own configuration parsing, logging setup,
+metric definitions or spawning dockerd: the agent passes plain options in, and
+takes the report (findings, a /status dict, metric samples) and the
+environment for dockerd out.
+
+Synchronous and blocking (it runs iptables probes): the agent calls it once
+before spawning dockerd, in a worker thread if its event loop is running.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from supervisor.findings import Finding, Severity
+from supervisor.prepare.cgroups import (
+    DEFAULT_INIT_GROUP,
+    DEFAULT_MAX_ROUNDS,
+    DEFAULT_ROOT,
+    CgroupFS,
+    CgroupMode,
+    OsCgroupFS,
+    prepare_cgroups,
+)
+from supervisor.prepare.iptables import (
+    STANDARD_PATH,
+    IptablesMode,
+    Runner,
+    SubprocessRunner,
+    prepare_iptables,
+)
+from supervisor.prepare.mounts import (
+    LinuxMountSystem,
+    MountSystem,
+    parse_mountinfo,
+    prepare_rshared,
+    prepare_securityfs,
+    prepare_tmp,
+)
+from supervisor.prepare.report import Outcome, StepReport, skipped
+
+__all__ = [
+    "STEPS",
+    "CgroupMode",
+    "IptablesMode",
+    "Outcome",
+    "PrepareOptions",
+    "PrepareReport",
+    "StepReport",
+    "dockerd_env",
+    "prepare",
+]
+
+STEPS = ("cgroup", "securityfs", "tmp", "rshared", "iptables")
+
+_log = structlog.get_logger("supervisor.prepare")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrepareOptions:
+    """What to prepare; one flag per step, paths injectable for tests."""
+
+    cgroup: bool = True
+    securityfs: bool = True
+    tmp: bool = True
+    rshared: bool = True
+    iptables: IptablesMode = IptablesMode.AUTO
+    dry_run: bool = False  # `check`: detect and report "planned", change nothing
+    cgroup_root: str = DEFAULT_ROOT
+    cgroup_init_group: str = DEFAULT_INIT_GROUP
+    cgroup_max_rounds: int = DEFAULT_MAX_ROUNDS
+    proc_root: str = "/proc"
+    iptables_dir: str = "/run/dind-supervisor/iptables-bin"
+    tool_path: str | None = None  # where to find iptables-*; None: $PATH + the sbin dirs
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrepareReport:
+    steps: tuple[StepReport, ...]
+    cgroup_mode: str | None
+    iptables_backend: str | None
+    iptables_dir: str | None
+    dry_run: bool = False
+
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        return tuple(f for s in self.steps for f in s.findings)
+
+    @property
+    def severity(self) -> Severity:
+        return max((s.severity for s in self.steps), default=Severity.OK)
+
+    def step(self, name: str) -> StepReport:
+        for s in self.steps:
+            if s.step == name:
+                return s
+        raise KeyError(name)
+
+    def as_dict(self) -> dict[str, Any]:
+        """For /status and ``check --json``."""
+        return {
+            "severity": str(self.severity),
+            "dry_run": self.dry_run,
+            "cgroup_mode": self.cgroup_mode,
+            "iptables_backend": self.iptables_backend,
+            "iptables_dir": self.iptables_dir,
+            "steps": {s.step: s.as_dict() for s in self.steps},
+        }
+
+    def metric_samples(self) -> dict[tuple[str, str], float]:
+        """``dind_prepare_step{step,outcome}``: 1 for each step's outcome, 0 for the others."""
+        outcomes = {s.step: s.outcome for s in self.steps}
+        return {
+            (step, str(o)): 1.0 if outcomes.get(step) is o else 0.0
+            for step in STEPS
+            for o in Outcome
+        }
+
+
+def dockerd_env(report: PrepareReport, base_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Variables to set on dockerd's environment (merge over the rest of it).
+
+    PATH starts with the iptables link directory, so dockerd (which looks
+    iptables up on PATH) uses the chosen backend; ``container=docker`` is what
+    hack/dind exports so that tools inside know they run in a container.
+    """
+    base = os.environ if base_env is None else base_env
+    out: dict[str, str] = {}
+    if "container" not in base:
+        out["container"] = "docker"
+    path = base.get("PATH") or STANDARD_PATH
+    if report.iptables_dir:
+        rest = [p for p in path.split(os.pathsep) if p and p != report.iptables_dir]
+        out["PATH"] = os.pathsep.join([report.iptables_dir, *rest])
+    return out
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def prepare(
+    options: PrepareOptions,
+    *,
+    fs: CgroupFS | None = None,
+    mounts: MountSystem | None = None,
+    runner: Runner | None = None,
+    env: Mapping[str, str] | None = None,
+) -> PrepareReport:
+    """Run every enabled step in order: cgroup, securityfs, tmp, rshared, iptables.
+
+    rshared comes after the other mounts so the recursive flag covers them too.
+    Mount failures and iptables trouble are findings; a cgroup v2 controller
+    that cannot be enabled raises PreparationError (dockerd cannot nest).
+    """
+    fs = OsCgroupFS() if fs is None else fs
+    mounts = LinuxMountSystem(proc_root=options.proc_root) if mounts is None else mounts
+    runner = SubprocessRunner() if runner is None else runner
+    env = os.environ if env is None else env
+    steps: list[StepReport] = []
+    cgroup_mode: str | None = None
+
+    if options.cgroup:
+        entries = parse_mountinfo(mounts.read_mountinfo())
+        own = _read(f"{options.proc_root}/self/cgroup")
+        report = prepare_cgroups(
+            fs,
+            entries,
+            own,
+            root=options.cgroup_root,
+            init_group=options.cgroup_init_group,
+            max_rounds=options.cgroup_max_rounds,
+            dry_run=options.dry_run,
+        )
+        cgroup_mode = str(report.data.get("mode"))
+        steps.append(_logged(report))
+    else:
+        steps.append(_logged(skipped("cgroup")))
+
+    for name, enabled, run in (
+        ("securityfs", options.securityfs, prepare_securityfs),
+        ("tmp", options.tmp, prepare_tmp),
+        ("rshared", options.rshared, prepare_rshared),
+    ):
+        steps.append(_logged(run(mounts, dry_run=options.dry_run) if enabled else skipped(name)))
+
+    search_path = options.tool_path or os.pathsep.join(
+        p for p in (env.get("PATH", ""), STANDARD_PATH) if p
+    )
+    ipt = prepare_iptables(
+        options.iptables,
+        runner=runner,
+        env=env,
+        directory=options.iptables_dir,
+        search_path=search_path,
+        proc_root=options.proc_root,
+        dry_run=options.dry_run,
+    )
+    steps.append(_logged(ipt.report))
+    return PrepareReport(
+        steps=tuple(steps),
+        cgroup_mode=cgroup_mode,
+        iptables_backend=None if ipt.backend is None else str(ipt.backend),
+        iptables_dir=ipt.directory,
+        dry_run=options.dry_run,
+    )
+
+
+def _logged(report: StepReport) -> StepReport:
+    level = {
+        Severity.OK: _log.info,
+        Severity.INFO: _log.info,
+        Severity.WARNING: _log.warning,
+        Severity.ERROR: _log.error,
+    }[report.severity]
+    level(
+        "prepare_step_finished",
+        step=report.step,
+        outcome=str(report.outcome),
+        findings=[f.message for f in report.findings],
+        remedies=[f.remedy for f in report.findings if f.remedy],
+        **{k: v for k, v in report.data.items() if k not in ("step", "outcome")},
+    )
+    return report

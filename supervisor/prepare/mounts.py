@@ -1,0 +1,381 @@
+"""Mounts docker:dind's ``dind`` script makes: securityfs, a shared /, a tmpfs on /tmp.
+
+Owns parsing /proc/self/mountinfo, the pure decisions (is securityfs mounted,
+is / recursively shared, is /tmp a mount point) and applying them through a
+small ``MountSystem`` object. Does not own cgroup mounts (``cgroups``), nor
+deciding whether a failure is fatal: every failure here is a warning, since
+dockerd starts without them (AppArmor detection, mount propagation into
+containers and where /tmp lives degrade, nothing refuses to run).
+
+Mounting uses mount(2) through ctypes rather than util-linux ``mount``: no
+dependency on the image's userland, and the errno comes back unparsed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from supervisor.findings import Finding, Severity
+from supervisor.prepare.report import Outcome, StepReport
+
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REC = 0x4000
+MS_SHARED = 1 << 20
+
+SECURITYFS_TARGET = "/sys/kernel/security"
+TMP_TARGET = "/tmp"  # noqa: S108 - the path docker:dind mounts a tmpfs on, not a temp file
+
+_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MountEntry:
+    """One line of /proc/<pid>/mountinfo (proc(5)), with paths unescaped."""
+
+    mount_id: int
+    parent_id: int
+    root: str
+    mount_point: str
+    options: tuple[str, ...]
+    tags: tuple[str, ...]  # optional fields: shared:N, master:N, propagate_from:N, unbindable
+    fstype: str
+    source: str
+    super_options: tuple[str, ...]
+
+    @property
+    def shared(self) -> bool:
+        return any(t.startswith("shared:") for t in self.tags)
+
+    @property
+    def read_only(self) -> bool:
+        return "ro" in self.options
+
+
+def _unescape(field: str) -> str:
+    return _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
+
+
+def parse_mountinfo(text: str) -> tuple[MountEntry, ...]:
+    """Parse mountinfo text; malformed lines are ignored rather than guessed at."""
+    entries: list[MountEntry] = []
+    for line in text.splitlines():
+        fields = line.split()
+        try:
+            sep = fields.index("-", 6)
+            entries.append(
+                MountEntry(
+                    mount_id=int(fields[0]),
+                    parent_id=int(fields[1]),
+                    root=_unescape(fields[3]),
+                    mount_point=_unescape(fields[4]),
+                    options=tuple(fields[5].split(",")),
+                    tags=tuple(fields[6:sep]),
+                    fstype=fields[sep + 1],
+                    source=_unescape(fields[sep + 2]),
+                    super_options=tuple(fields[sep + 3].split(","))
+                    if len(fields) > sep + 3
+                    else (),
+                )
+            )
+        except (ValueError, IndexError):
+            continue
+    return tuple(entries)
+
+
+def visible_mount(entries: Sequence[MountEntry], mount_point: str) -> MountEntry | None:
+    """The mount a path lookup sees at ``mount_point``: the top of any stack there."""
+    here = [e for e in entries if e.mount_point == mount_point]
+    covered = {e.parent_id for e in here}
+    top = [e for e in here if e.mount_id not in covered]
+    return top[-1] if top else None
+
+
+# --- decisions (pure) ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MountDecision:
+    """Whether a step must mount, and if not, which outcome and why."""
+
+    needed: bool
+    outcome: Outcome  # the outcome when nothing is to be done
+    reason: str
+
+
+def decide_securityfs(
+    entries: Sequence[MountEntry], *, dir_exists: bool, target: str = SECURITYFS_TARGET
+) -> MountDecision:
+    if not dir_exists:
+        return MountDecision(
+            needed=False, outcome=Outcome.NOT_NEEDED, reason=f"{target} does not exist"
+        )
+    top = visible_mount(entries, target)
+    if top is not None and top.fstype == "securityfs":
+        return MountDecision(
+            needed=False, outcome=Outcome.ALREADY, reason=f"securityfs is mounted on {target}"
+        )
+    if top is not None:
+        # hack/dind only checks "is a mount point"; a different fs there was put
+        # by the outer runtime on purpose (masking), so leave it.
+        return MountDecision(
+            needed=False,
+            outcome=Outcome.ALREADY,
+            reason=f"{top.fstype} is mounted on {target} by the outer runtime; left alone",
+        )
+    return MountDecision(
+        needed=True, outcome=Outcome.DONE, reason=f"securityfs is not mounted on {target}"
+    )
+
+
+def decide_tmp(entries: Sequence[MountEntry], *, target: str = TMP_TARGET) -> MountDecision:
+    top = visible_mount(entries, target)
+    if top is not None:
+        return MountDecision(
+            needed=False,
+            outcome=Outcome.ALREADY,
+            reason=f"{target} is already a mount point ({top.fstype})",
+        )
+    return MountDecision(
+        needed=True, outcome=Outcome.DONE, reason=f"{target} is not a mount point"
+    )
+
+
+def unshared_mounts(entries: Sequence[MountEntry]) -> tuple[str, ...]:
+    return tuple(e.mount_point for e in entries if not e.shared)
+
+
+def decide_rshared(entries: Sequence[MountEntry]) -> MountDecision:
+    private = unshared_mounts(entries)
+    if not private and visible_mount(entries, "/") is not None:
+        return MountDecision(
+            needed=False, outcome=Outcome.ALREADY, reason="/ and every mount below are shared"
+        )
+    return MountDecision(
+        needed=True,
+        outcome=Outcome.DONE,
+        reason=f"{len(private)} mount(s) are not shared (e.g. {', '.join(private[:3])})",
+    )
+
+
+# --- effects ------------------------------------------------------------------
+
+
+class MountSystem(Protocol):
+    """The mount side of the system: tests replace it with an in-memory table."""
+
+    def read_mountinfo(self) -> str: ...
+
+    def is_dir(self, path: str) -> bool: ...
+
+    def mount(
+        self, source: str | None, target: str, fstype: str | None, flags: int, data: str | None
+    ) -> None:
+        """Call mount(2); raise OSError with the kernel's errno on failure."""
+
+
+class LinuxMountSystem:
+    """mount(2) through libc, mountinfo from ``proc_root``."""
+
+    def __init__(self, *, proc_root: str = "/proc") -> None:
+        self._proc_root = proc_root
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        self._mount = libc.mount
+        self._mount.argtypes = [
+            ctypes.c_char_p,
+            ctypes.c_char_p,
+            ctypes.c_char_p,
+            ctypes.c_ulong,
+            ctypes.c_char_p,
+        ]
+        self._mount.restype = ctypes.c_int
+
+    def read_mountinfo(self) -> str:
+        with open(f"{self._proc_root}/self/mountinfo", encoding="utf-8") as f:
+            return f.read()
+
+    def is_dir(self, path: str) -> bool:
+        return os.path.isdir(path)
+
+    def mount(
+        self, source: str | None, target: str, fstype: str | None, flags: int, data: str | None
+    ) -> None:
+        def enc(s: str | None) -> bytes | None:
+            return None if s is None else os.fsencode(s)
+
+        if self._mount(enc(source), enc(target), enc(fstype), flags, enc(data)) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), target)
+
+
+_IMPACT = {
+    "securityfs": "AppArmor detection, and --privileged containers inside, may break",
+    "tmp": f"{TMP_TARGET} stays on the container's writable layer instead of a tmpfs",
+    "rshared": "mounts with shared/slave propagation (e.g. bind-propagation=rshared volumes)"
+    " made inside nested containers will not propagate",
+}
+
+
+def _remedy(err: OSError) -> str:
+    if err.errno in (errno.EPERM, errno.EACCES):
+        return (
+            "the container lacks CAP_SYS_ADMIN or a security profile forbids mount(2):"
+            " run it with --privileged (Docker-in-Docker needs it anyway)"
+        )
+    if err.errno == errno.ENODEV:
+        return "the kernel does not offer this filesystem type; nothing to do in the container"
+    if err.errno == errno.EROFS:
+        return "the mount point is on a read-only filesystem: remount /sys rw (--privileged)"
+    return "check the container's privileges; or turn this step off in [prepare]"
+
+
+def apply_mount_step(
+    step: str,
+    system: MountSystem,
+    decide: _Decide,
+    *,
+    source: str | None,
+    target: str,
+    fstype: str | None,
+    flags: int,
+    data: str | None = None,
+    dry_run: bool = False,
+) -> StepReport:
+    """Decide from mountinfo, mount if needed, then confirm by reading mountinfo again."""
+    topic = f"prepare.{step}"
+    try:
+        before = parse_mountinfo(system.read_mountinfo())
+    except OSError as exc:
+        return StepReport(
+            step=step,
+            outcome=Outcome.FAILED,
+            findings=(
+                Finding(
+                    topic=topic,
+                    severity=Severity.WARNING,
+                    message=f"cannot read mountinfo to prepare {target}: {exc}",
+                    remedy="mount /proc in the container",
+                ),
+            ),
+        )
+    decision = decide(before, system)
+    info = {"target": target, "reason": decision.reason}
+    if not decision.needed:
+        return StepReport(
+            step=step,
+            outcome=decision.outcome,
+            findings=(Finding(topic=topic, severity=Severity.OK, message=decision.reason),),
+            data=info,
+        )
+    if dry_run:
+        return StepReport(
+            step=step,
+            outcome=Outcome.PLANNED,
+            findings=(
+                Finding(
+                    topic=topic,
+                    severity=Severity.INFO,
+                    message=f"would mount {fstype or 'propagation'} on {target}: {decision.reason}",
+                ),
+            ),
+            data=info,
+        )
+    try:
+        system.mount(source, target, fstype, flags, data)
+    except OSError as exc:
+        name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+        return StepReport(
+            step=step,
+            outcome=Outcome.FAILED,
+            findings=(
+                Finding(
+                    topic=topic,
+                    severity=Severity.WARNING,
+                    message=f"{step}: mount on {target} failed with {name} ({exc.strerror});"
+                    f" {_IMPACT[step]}",
+                    remedy=_remedy(exc),
+                    data={"errno": name},
+                ),
+            ),
+            data={**info, "errno": name},
+        )
+    after = decide(parse_mountinfo(system.read_mountinfo()), system)
+    if after.needed:
+        return StepReport(
+            step=step,
+            outcome=Outcome.FAILED,
+            findings=(
+                Finding(
+                    topic=topic,
+                    severity=Severity.WARNING,
+                    message=f"{step}: mount(2) on {target} returned success but mountinfo"
+                    f" still says: {after.reason}; {_IMPACT[step]}",
+                ),
+            ),
+            data=info,
+        )
+    return StepReport(
+        step=step,
+        outcome=Outcome.DONE,
+        findings=(
+            Finding(
+                topic=topic,
+                severity=Severity.INFO,
+                message=f"{step}: {decision.reason}; mounted, now {after.reason}",
+            ),
+        ),
+        data=info,
+    )
+
+
+class _Decide(Protocol):
+    def __call__(self, entries: Sequence[MountEntry], system: MountSystem, /) -> MountDecision: ...
+
+
+def prepare_securityfs(system: MountSystem, *, dry_run: bool = False) -> StepReport:
+    return apply_mount_step(
+        "securityfs",
+        system,
+        lambda entries, sys_: decide_securityfs(
+            entries, dir_exists=sys_.is_dir(SECURITYFS_TARGET)
+        ),
+        source="none",
+        target=SECURITYFS_TARGET,
+        fstype="securityfs",
+        flags=0,
+        dry_run=dry_run,
+    )
+
+
+def prepare_tmp(system: MountSystem, *, dry_run: bool = False) -> StepReport:
+    return apply_mount_step(
+        "tmp",
+        system,
+        lambda entries, _sys: decide_tmp(entries),
+        source="none",
+        target=TMP_TARGET,
+        fstype="tmpfs",
+        flags=0,
+        dry_run=dry_run,
+    )
+
+
+def prepare_rshared(system: MountSystem, *, dry_run: bool = False) -> StepReport:
+    return apply_mount_step(
+        "rshared",
+        system,
+        lambda entries, _sys: decide_rshared(entries),
+        source=None,
+        target="/",
+        fstype=None,
+        flags=MS_REC | MS_SHARED,
+        dry_run=dry_run,
+    )
