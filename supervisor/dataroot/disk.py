@@ -1,0 +1,187 @@
+"""Disk figures of the data root and disk-pressure garbage collection.
+
+Owns: reading statvfs into ``DiskFigures`` (cheap enough for every scrape: one
+syscall, no Docker API), the pure GC trigger, and the GC executor that calls
+a small ``PruneApi``. Does not own the Docker client (the agent implements
+``PruneApi`` with aiodocker), the schedule, or metric objects.
+
+GC follows kubelet's image GC: "used" is capacity minus what an unprivileged
+writer can still get (statvfs f_bavail, what ``df`` shows as Avail); above
+the high mark, free things in order of least value until below the low mark.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+DEFAULT_GC_HIGH = 0.85
+DEFAULT_GC_LOW = 0.80
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DiskFigures:
+    """The data root's filesystem, in bytes and inodes.
+
+    ``size_bytes`` is the filesystem's size (``dind_data_root_size_bytes`` per
+    the contract), not the size of /var/lib/docker's content: that would need
+    a walk or the Docker API, neither of which belongs in a scrape.
+    """
+
+    size_bytes: int
+    free_bytes: int  # available to non-root writers (f_bavail), like df's Avail
+    inodes: int  # 0 on filesystems without a fixed inode table (btrfs)
+    free_inodes: int
+    used_fraction: float  # 1 - free/size, 0.0 for an empty (size 0) filesystem
+
+    @property
+    def used_inodes_fraction(self) -> float:
+        return 1.0 - self.free_inodes / self.inodes if self.inodes else 0.0
+
+
+def figures_from_statvfs(st: os.statvfs_result) -> DiskFigures:
+    """Convert a statvfs result (block counts are in f_frsize units)."""
+    size = st.f_blocks * st.f_frsize
+    free = min(st.f_bavail * st.f_frsize, size)
+    return DiskFigures(
+        size_bytes=size,
+        free_bytes=free,
+        inodes=st.f_files,
+        free_inodes=st.f_favail if st.f_files else 0,
+        used_fraction=1.0 - free / size if size else 0.0,
+    )
+
+
+def disk_figures(data_root: Path) -> DiskFigures:
+    """statvfs of the data root; raises OSError when it cannot be read (let the scrape say so)."""
+    return figures_from_statvfs(os.statvfs(data_root))
+
+
+def check_thresholds(high: float, low: float) -> str | None:
+    """Why a (high, low) pair is unusable, or None when it is fine (for config validation)."""
+    if not 0.0 < high <= 1.0:
+        return f"gc_high must be a fraction in (0, 1], got {high!r}"
+    if not 0.0 < low < high:
+        return f"gc_low must be a fraction above 0 and below gc_high ({high!r}), got {low!r}"
+    return None
+
+
+def gc_decision(
+    figures: DiskFigures, high: float = DEFAULT_GC_HIGH, low: float = DEFAULT_GC_LOW
+) -> bool:
+    """Whether garbage collection should start now: used space at or above the high mark."""
+    reason = check_thresholds(high, low)
+    if reason:
+        raise ValueError(reason)
+    return figures.used_fraction >= high
+
+
+class PruneApi(Protocol):
+    """What GC needs from Docker; each call returns the bytes Docker says it reclaimed."""
+
+    async def prune_build_cache(self) -> int:
+        """POST /build/prune (all unused build cache)."""
+        ...
+
+    async def prune_images(self, *, dangling_only: bool) -> int:
+        """POST /images/prune with filters dangling=true, or dangling=false for every unused image.
+
+        Docker never removes an image a container (running or stopped) uses.
+        """
+        ...
+
+
+class GcStep(enum.Enum):
+    BUILD_CACHE = "build_cache"
+    DANGLING_IMAGES = "dangling_images"
+    UNUSED_IMAGES = "unused_images"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GcStepResult:
+    step: GcStep
+    reclaimed_bytes: int
+    used_fraction_after: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GcResult:
+    """One GC pass: ``runs`` (0 or 1) feeds dind_gc_runs_total, ``reclaimed_bytes`` the other."""
+
+    triggered: bool
+    before: DiskFigures
+    after: DiskFigures
+    steps: tuple[GcStepResult, ...] = ()
+    error: str | None = None  # the step that failed and why; GC stops there
+
+    @property
+    def runs(self) -> int:
+        return 1 if self.triggered else 0
+
+    @property
+    def reclaimed_bytes(self) -> int:
+        return sum(step.reclaimed_bytes for step in self.steps)
+
+    def reached_low(self, low: float) -> bool:
+        return self.after.used_fraction < low
+
+    def as_log(self) -> dict[str, object]:
+        """Key/value context for a ``gc_finished`` log event."""
+        return {
+            "triggered": self.triggered,
+            "used_before": round(self.before.used_fraction, 4),
+            "used_after": round(self.after.used_fraction, 4),
+            "reclaimed_bytes": self.reclaimed_bytes,
+            "steps": [
+                {"step": s.step.value, "reclaimed_bytes": s.reclaimed_bytes} for s in self.steps
+            ],
+            "error": self.error,
+        }
+
+
+async def run_gc(
+    api: PruneApi,
+    figures_fn: Callable[[], DiskFigures],
+    high: float = DEFAULT_GC_HIGH,
+    low: float = DEFAULT_GC_LOW,
+) -> GcResult:
+    """Prune build cache, then dangling images, then all unused images, until below ``low``.
+
+    Progress is measured with statvfs after each step rather than trusting
+    Docker's reclaimed figure, which counts shared layers and misses space
+    freed by other processes. A failing step ends the pass and is reported in
+    ``error``; cancellation passes through.
+    """
+    before = figures_fn()
+    if not gc_decision(before, high, low):
+        return GcResult(triggered=False, before=before, after=before)
+
+    calls: tuple[tuple[GcStep, Callable[[], Awaitable[int]]], ...] = (
+        (GcStep.BUILD_CACHE, api.prune_build_cache),
+        (GcStep.DANGLING_IMAGES, lambda: api.prune_images(dangling_only=True)),
+        (GcStep.UNUSED_IMAGES, lambda: api.prune_images(dangling_only=False)),
+    )
+    steps: list[GcStepResult] = []
+    current = before
+    error = None
+    for step, call in calls:
+        try:
+            reclaimed = await call()
+        except Exception as exc:  # any Docker/transport failure ends this pass, not the agent
+            error = f"{step.value}: {type(exc).__name__}: {exc}"
+            break
+        current = figures_fn()
+        steps.append(
+            GcStepResult(
+                step=step,
+                reclaimed_bytes=max(int(reclaimed), 0),
+                used_fraction_after=current.used_fraction,
+            )
+        )
+        if current.used_fraction < low:
+            break
+    return GcResult(triggered=True, before=before, after=current, steps=tuple(steps), error=error)
