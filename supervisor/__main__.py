@@ -1,0 +1,9 @@
+"""``python -m supervisor``: the same as the ``dind-supervisor`` command."""
+
+from __future__ import annotations
+
+import sys
+
+from supervisor.cli import main
+
+sys.exit(main())

@@ -1,0 +1,239 @@
+"""The command line: run, certs, status, wait, check, version.
+
+Parsing and loading configuration stay light (no anyio, aiohttp or
+cryptography imports) because, as PID 1, this process forks the agent and
+then lives on as a tiny reaper: whatever it imported stays resident.
+Exit codes: 0 clean stop, 1 gave up or fatal error, 2 usage or
+configuration error, 128+N when ended by signal N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from supervisor import __version__, config
+from supervisor.errors import EXIT_FAILURE, EXIT_USAGE, ConfigError, SupervisorError
+
+COMMANDS = ("run", "certs", "status", "wait", "check", "version")
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    for section in config.SECTIONS:
+        group = parser.add_argument_group(f"[{section}] settings")
+        for key, f in config.section_fields(section).items():
+            kind = config.field_type(section, key)
+            dest = f"setting:{section}:{key}"
+            help_text = f.metadata.get("help", "")
+            if kind is bool:
+                group.add_argument(
+                    config.flag_name(section, key),
+                    dest=dest,
+                    action=argparse.BooleanOptionalAction,
+                    default=None,
+                    help=help_text,
+                )
+            else:
+                group.add_argument(
+                    config.flag_name(section, key), dest=dest, default=None, help=help_text
+                )
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", type=Path, default=None, help="TOML file (default: $DIND_SUPERVISOR_CONFIG)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dind-supervisor",
+        description="Init and supervisor for Docker-in-Docker. Arguments after `--` go to dockerd.",
+    )
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="run the agent and dockerd (the default command)")
+    _common(run)
+    _add_setting_flags(run)
+
+    certs = sub.add_parser("certs", help="issue, show or rotate dockerd's TLS certificates")
+    certs.add_argument("action", choices=("generate", "show", "rotate"))
+    certs.add_argument("--certdir", type=Path, default=None, help="default: DOCKER_TLS_CERTDIR")
+    certs.add_argument("--json", action="store_true", help="machine-readable output")
+    _common(certs)
+
+    status = sub.add_parser("status", help="ask the running agent how dockerd is doing")
+    status.add_argument("--json", action="store_true")
+    status.add_argument("--url", default=None, help="agent endpoint (default from [http] listen)")
+    _common(status)
+
+    wait = sub.add_parser("wait", help="exit 0 once dockerd is ready, 1 on timeout")
+    wait.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
+    wait.add_argument("--url", default=None, help="agent endpoint (default from [http] listen)")
+    _common(wait)
+
+    check = sub.add_parser("check", help="preflight doctor: findings with severity and remedy")
+    check.add_argument("--json", action="store_true")
+    _common(check)
+
+    sub.add_parser("version", help="print the version")
+    return parser
+
+
+def split_dockerd_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Our arguments, and dockerd's (everything after the first ``--``)."""
+    argv = list(argv)
+    if "--" not in argv:
+        return argv, []
+    index = argv.index("--")
+    dockerd_args = argv[index + 1 :]
+    # docker:dind accepts `IMAGE dockerd --flag` as well as `IMAGE --flag`.
+    if dockerd_args[:1] == ["dockerd"]:
+        dockerd_args = dockerd_args[1:]
+    return argv[:index], dockerd_args
+
+
+def load_config(args: argparse.Namespace, dockerd_args: Sequence[str] = ()) -> config.Config:
+    flags: dict[tuple[str, str], object] = {}
+    for dest, value in vars(args).items():
+        if dest.startswith("setting:") and value is not None:
+            _, section, key = dest.split(":")
+            flags[section, key] = value
+    return config.load(
+        env=os.environ, config_file=args.config, flags=flags, dockerd_args=dockerd_args
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    own, dockerd_args = split_dockerd_args(sys.argv[1:] if argv is None else argv)
+    if not own or (own[0] not in COMMANDS and own[0] not in ("-h", "--help")):
+        own = ["run", *own]
+    parser = build_parser()
+    try:
+        args = parser.parse_args(own)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        if args.command == "version":
+            print(f"dind-supervisor {__version__}")
+            return 0
+        if args.command == "run":
+            return _run(load_config(args, dockerd_args))
+        if args.command in ("status", "wait"):
+            return _query(args, load_config(args))
+        if args.command == "certs":
+            return _certs(args, load_config(args))
+        if args.command == "check":
+            return _check(args, load_config(args))
+    except SupervisorError as exc:
+        _print_error(exc)
+        return exc.exit_code
+    parser.print_help()
+    return EXIT_USAGE
+
+
+def _print_error(exc: SupervisorError) -> None:
+    label = "configuration error" if isinstance(exc, ConfigError) else "error"
+    print(f"dind-supervisor: {label}: {exc.message}", file=sys.stderr)
+    if exc.remedy:
+        print(f"dind-supervisor: remedy: {exc.remedy}", file=sys.stderr)
+
+
+def _run(cfg: config.Config) -> int:
+    from supervisor import init
+
+    def agent() -> int:
+        from supervisor import logs
+
+        logs.configure(format=cfg.log.format, level=cfg.log.level)
+        from supervisor.app import run_agent
+
+        return run_agent(cfg)
+
+    if os.getpid() == 1:
+        return init.run(agent)
+    if not init.is_subreaper():
+        print(
+            "dind-supervisor: warning: not PID 1 and not a subreaper: orphaned processes"
+            " (containerd-shims after a dockerd restart) are reaped by whoever is PID 1",
+            file=sys.stderr,
+        )
+    return agent()
+
+
+def agent_url(cfg: config.Config, override: str | None) -> str:
+    if override:
+        return override.rstrip("/")
+    host, port = config.parse_listen(cfg.http.listen or "127.0.0.1:9324")
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def _get(url: str, timeout: float) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - http only
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _query(args: argparse.Namespace, cfg: config.Config) -> int:
+    base = agent_url(cfg, args.url)
+    if args.command == "wait":
+        from supervisor.waiting import wait_until_ready
+
+        return wait_until_ready(base, timeout=args.timeout)
+    try:
+        code, body = _get(f"{base}/status", timeout=5)
+    except (OSError, urllib.error.URLError) as exc:
+        print(f"dind-supervisor: cannot reach the agent at {base}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    document: dict[str, Any] = json.loads(body)
+    if args.json:
+        print(json.dumps(document, indent=2, sort_keys=True))
+    else:
+        from supervisor.status_text import render
+
+        print(render(document))
+    return 0 if code == 200 else EXIT_FAILURE
+
+
+def _certs(args: argparse.Namespace, cfg: config.Config) -> int:
+    from supervisor.tls.commands import run_certs_command
+
+    certdir = args.certdir or (Path(cfg.tls.certdir) if cfg.tls.certdir else None)
+    return run_certs_command(args.action, certdir=certdir, cfg=cfg, as_json=args.json)
+
+
+def _check(args: argparse.Namespace, cfg: config.Config) -> int:
+    from supervisor.doctor import run_check
+
+    return run_check(cfg, as_json=args.json)
+
+
+def settings_table() -> list[dict[str, Any]]:
+    """Every setting with its flag, variable and default (used by the README)."""
+    rows = []
+    for section, key, default, help_text in config.describe():
+        if dataclasses.is_dataclass(default):
+            continue
+        rows.append(
+            {
+                "key": f"{section}.{key}",
+                "flag": config.flag_name(section, key),
+                "env": f"{config.ENV_PREFIX}{section.upper()}_{key.upper()}",
+                "default": default,
+                "help": help_text,
+            }
+        )
+    return rows

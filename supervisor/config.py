@@ -1,0 +1,404 @@
+"""Configuration: defaults < TOML file < environment < flags, validated once.
+
+This module owns the shape of the configuration (frozen dataclasses, one per
+section), how each source is read and coerced, and the errors that name the
+key, the value and the source. It does not decide anything at run time; the
+components read the finished ``Config``.
+
+Our own environment variables are ``DIND_SUPERVISOR_<SECTION>_<KEY>``; the
+flags of ``run`` are ``--<section>-<key>``. docker:dind's variables keep
+their meaning: DOCKER_TLS_CERTDIR (empty: no TLS), DOCKER_TLS_SAN and
+DOCKER_HOST (a unix socket).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from supervisor.errors import ConfigError
+
+ENV_PREFIX = "DIND_SUPERVISOR_"
+CONFIG_ENV = "DIND_SUPERVISOR_CONFIG"
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+
+
+def _duration(default: float, help_text: str) -> Any:
+    return field(default=default, metadata={"duration": True, "help": help_text})
+
+
+def _opt(default: Any, help_text: str) -> Any:
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata={"help": help_text})
+    return field(default=default, metadata={"help": help_text})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DockerdConfig:
+    binary: str = _opt("dockerd", "dockerd executable (name on PATH or absolute path)")
+    data_root: Path = _opt(Path("/var/lib/docker"), "dockerd's --data-root")
+    exec_root: Path = _opt(Path("/var/run/docker"), "dockerd's --exec-root")
+    host: str = _opt("unix:///var/run/docker.sock", "unix socket dockerd serves (DOCKER_HOST)")
+    pidfile: Path = _opt(Path("/var/run/docker.pid"), "dockerd's --pidfile")
+    containerd_pidfile: Path = _opt(
+        Path("/var/run/docker/containerd/containerd.pid"), "pid file of dockerd's containerd"
+    )
+    start_timeout: float = _duration(60.0, "longest wait from spawn to ready")
+    stop_timeout: float = _duration(
+        20.0, "wait after the one TERM before KILL (longer than dockerd's own 15 s)"
+    )
+    live_restore: bool = _opt(True, "run dockerd with --live-restore (containers survive)")
+    plain_tcp: bool = _opt(False, "also listen on tcp://0.0.0.0:2375 WITHOUT TLS (insecure)")
+    mtu: int = _opt(0, "MTU for dockerd's bridge; 0 detects the default route's interface")
+    args: tuple[str, ...] = _opt((), "extra dockerd arguments (also: after `--`)")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestartConfig:
+    backoff_initial: float = _duration(1.0, "delay before the first restart after a failure")
+    backoff_factor: float = _opt(2.0, "growth of the delay per failure in the window")
+    backoff_max: float = _duration(30.0, "cap of the restart delay")
+    healthy_after: float = _duration(
+        10.0, "a dockerd ready this long is restarted at once when it dies"
+    )
+    max_failures: int = _opt(5, "failed starts within the window before giving up (exit 1)")
+    failure_window: float = _duration(120.0, "window in which failed starts are counted")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LivenessConfig:
+    interval: float = _duration(5.0, "time between liveness pings of a ready dockerd")
+    timeout: float = _duration(3.0, "a ping slower than this is a miss")
+    failures: int = _opt(3, "misses in a row before dockerd is treated as hung")
+    kill_grace: float = _duration(5.0, "wait after TERM to a hung dockerd before KILL")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpConfig:
+    listen: str = _opt("0.0.0.0:9324", "address of /metrics /healthz /readyz /status; empty: off")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogConfig:
+    format: str = _opt("auto", "auto (json unless on a terminal), json or console")
+    level: str = _opt("info", "debug, info, warning or error")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentConfig:
+    state_dir: Path = _opt(Path("/run/dind-supervisor"), "runtime files (notify socket, state)")
+    stop_file: str = _opt("", "stop gracefully when this file appears (sidecar jobs)")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsConfig:
+    certdir: str = _opt("", "DOCKER_TLS_CERTDIR: empty disables TLS")
+    san: str = _opt("", "DOCKER_TLS_SAN: extra SANs, e.g. 'DNS:foo IP:10.0.0.1'")
+    listen: str = _opt("tcp://0.0.0.0:2376", "TLS listener of dockerd")
+
+
+_LOG_FORMATS = ("auto", "json", "console")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    dockerd: DockerdConfig = field(default_factory=DockerdConfig)
+    restart: RestartConfig = field(default_factory=RestartConfig)
+    liveness: LivenessConfig = field(default_factory=LivenessConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    # Where each non-default value came from, for error messages later on.
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def tls_enabled(self) -> bool:
+        return bool(self.tls.certdir)
+
+    @property
+    def socket_path(self) -> Path:
+        return Path(self.dockerd.host.removeprefix("unix://"))
+
+
+SECTIONS: dict[str, type[Any]] = {
+    f.name: typing.get_type_hints(Config)[f.name]
+    for f in dataclasses.fields(Config)
+    if f.name != "sources"
+}
+
+
+def section_fields(section: str) -> dict[str, dataclasses.Field[Any]]:
+    return {f.name: f for f in dataclasses.fields(SECTIONS[section])}
+
+
+def field_type(section: str, key: str) -> Any:
+    return typing.get_type_hints(SECTIONS[section])[key]
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or a string such as ``500ms``, ``30s``, ``5m``, ``2h``, ``30d``."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration, got a boolean")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION_RE.match(value)):
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
+    else:
+        raise ValueError("expected a duration such as 30, '500ms', '30s', '5m', '2h' or '30d'")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+def _parse_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off", ""}:
+            return False
+    raise ValueError("expected a boolean (true/false, 1/0, yes/no, on/off)")
+
+
+def _coerce(section: str, key: str, value: object) -> object:
+    meta = section_fields(section)[key].metadata
+    kind = field_type(section, key)
+    if meta.get("duration"):
+        return parse_duration(value)
+    if kind is bool:
+        return _parse_bool(value)
+    if kind is int:
+        if isinstance(value, bool):
+            raise ValueError("expected an integer, got a boolean")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+            return int(value)
+        raise ValueError("expected an integer")
+    if kind is float:
+        if isinstance(value, bool):
+            raise ValueError("expected a number, got a boolean")
+        try:
+            return float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise ValueError("expected a number") from None
+    if kind is Path:
+        if not isinstance(value, str) or not value:
+            raise ValueError("expected a non-empty path")
+        return Path(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise ValueError("expected a string")
+        return value
+    if kind == tuple[str, ...]:
+        if isinstance(value, str):
+            return tuple(value.split())
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return tuple(value)
+        raise ValueError("expected a list of strings")
+    raise ValueError(f"unsupported setting type {kind!r}")  # pragma: no cover
+
+
+class _Layer:
+    """Values for some keys from one source, already coerced."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, str], object] = {}
+        self.sources: dict[tuple[str, str], str] = {}
+
+    def put(self, section: str, key: str, raw: object, source: str) -> None:
+        if section not in SECTIONS:
+            raise ConfigError(
+                key=f"{section}.{key}" if key else section,
+                value=raw,
+                source=source,
+                reason=f"unknown section; known: {', '.join(SECTIONS)}",
+            )
+        if key not in section_fields(section):
+            known = ", ".join(section_fields(section))
+            raise ConfigError(
+                key=f"{section}.{key}",
+                value=raw,
+                source=source,
+                reason=f"unknown key; keys of [{section}]: {known}",
+            )
+        try:
+            self.values[section, key] = _coerce(section, key, raw)
+        except ValueError as exc:
+            raise ConfigError(
+                key=f"{section}.{key}", value=raw, source=source, reason=str(exc)
+            ) from None
+        self.sources[section, key] = source
+
+
+def _toml_layer(path: Path) -> _Layer:
+    layer = _Layer()
+    source = f"config file {path}"
+    try:
+        with path.open("rb") as handle:
+            document = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(
+            key="--config", value=str(path), source="command line", reason="file not found"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            key="--config", value=str(path), source="command line", reason=exc.strerror or str(exc)
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            key="(file)", value=str(path), source=source, reason=f"not valid TOML: {exc}"
+        ) from None
+    for section, table in document.items():
+        if not isinstance(table, dict):
+            raise ConfigError(
+                key=section, value=table, source=source, reason="expected a [section] table"
+            )
+        for key, value in table.items():
+            layer.put(section, key, value, source)
+    return layer
+
+
+def _env_layer(env: Mapping[str, str]) -> _Layer:
+    layer = _Layer()
+    if "DOCKER_TLS_CERTDIR" in env:
+        layer.put("tls", "certdir", env["DOCKER_TLS_CERTDIR"], "environment DOCKER_TLS_CERTDIR")
+    if "DOCKER_TLS_SAN" in env:
+        layer.put("tls", "san", env["DOCKER_TLS_SAN"], "environment DOCKER_TLS_SAN")
+    if env.get("DOCKER_HOST"):
+        layer.put("dockerd", "host", env["DOCKER_HOST"], "environment DOCKER_HOST")
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+            continue
+        rest = name.removeprefix(ENV_PREFIX).lower()
+        section = next((s for s in SECTIONS if rest.startswith(s + "_")), None)
+        if section is None:
+            raise ConfigError(
+                key=name,
+                value=value,
+                source="environment",
+                reason=f"no such setting; variables are {ENV_PREFIX}<SECTION>_<KEY> with"
+                f" SECTION one of {', '.join(s.upper() for s in SECTIONS)}",
+            )
+        layer.put(section, rest.removeprefix(section + "_"), value, f"environment {name}")
+    return layer
+
+
+def flag_name(section: str, key: str) -> str:
+    return f"--{section}-{key}".replace("_", "-")
+
+
+def _validate(config: Config) -> None:
+    def fail(section: str, key: str, value: object, reason: str) -> None:
+        source = config.sources.get(f"{section}.{key}", "default")
+        raise ConfigError(key=f"{section}.{key}", value=value, source=source, reason=reason)
+
+    if not config.dockerd.host.startswith("unix://") or config.dockerd.host == "unix://":
+        fail(
+            "dockerd",
+            "host",
+            config.dockerd.host,
+            "must be a unix socket such as unix:///var/run/docker.sock (the agent supervises"
+            " dockerd through it; TCP listeners come from [tls])",
+        )
+    if config.dockerd.start_timeout <= 0:
+        fail("dockerd", "start_timeout", config.dockerd.start_timeout, "must be above 0")
+    if config.dockerd.stop_timeout <= 0:
+        fail("dockerd", "stop_timeout", config.dockerd.stop_timeout, "must be above 0")
+    if not 0 <= config.dockerd.mtu <= 65535:
+        fail("dockerd", "mtu", config.dockerd.mtu, "must be 0 (detect) or 68..65535")
+    if config.restart.backoff_factor < 1:
+        fail("restart", "backoff_factor", config.restart.backoff_factor, "must be 1 or more")
+    if config.restart.backoff_max < config.restart.backoff_initial:
+        fail(
+            "restart",
+            "backoff_max",
+            config.restart.backoff_max,
+            f"must not be below restart.backoff_initial ({config.restart.backoff_initial:g} s)",
+        )
+    if config.restart.max_failures < 1:
+        fail("restart", "max_failures", config.restart.max_failures, "must be 1 or more")
+    if config.liveness.failures < 1:
+        fail("liveness", "failures", config.liveness.failures, "must be 1 or more")
+    if config.liveness.interval <= 0:
+        fail("liveness", "interval", config.liveness.interval, "must be above 0")
+    if not 0 < config.liveness.timeout <= config.liveness.interval:
+        fail(
+            "liveness",
+            "timeout",
+            config.liveness.timeout,
+            f"must be above 0 and at most liveness.interval ({config.liveness.interval:g} s)",
+        )
+    if config.log.format not in _LOG_FORMATS:
+        fail("log", "format", config.log.format, f"must be one of {', '.join(_LOG_FORMATS)}")
+    if config.log.level not in _LOG_LEVELS:
+        fail("log", "level", config.log.level, f"must be one of {', '.join(_LOG_LEVELS)}")
+    if config.http.listen:
+        try:
+            parse_listen(config.http.listen)
+        except ValueError as exc:
+            fail("http", "listen", config.http.listen, str(exc))
+
+
+def parse_listen(address: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:9324`` for IPv6) into its parts."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("expected HOST:PORT with a port between 1 and 65535, e.g. 0.0.0.0:9324")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def load(
+    *,
+    env: Mapping[str, str],
+    config_file: Path | None = None,
+    flags: Mapping[tuple[str, str], object] | None = None,
+    dockerd_args: Sequence[str] = (),
+) -> Config:
+    """Merge the sources (later wins) and validate; raises ConfigError."""
+    layers: list[_Layer] = []
+    path = config_file or (Path(env[CONFIG_ENV]) if env.get(CONFIG_ENV) else None)
+    if path is not None:
+        layers.append(_toml_layer(path))
+    layers.append(_env_layer(env))
+    flag_layer = _Layer()
+    for (section, key), value in (flags or {}).items():
+        flag_layer.put(section, key, value, f"flag {flag_name(section, key)}")
+    layers.append(flag_layer)
+
+    merged: dict[str, dict[str, object]] = {section: {} for section in SECTIONS}
+    sources: dict[str, str] = {}
+    for layer in layers:
+        for (section, key), value in layer.values.items():
+            merged[section][key] = value
+            sources[f"{section}.{key}"] = layer.sources[section, key]
+    if dockerd_args:
+        existing = typing.cast(tuple[str, ...], merged["dockerd"].get("args", ()))
+        merged["dockerd"]["args"] = (*existing, *dockerd_args)
+        sources["dockerd.args"] = "arguments after --"
+    sections = {name: SECTIONS[name](**values) for name, values in merged.items()}
+    config = Config(**sections, sources=sources)
+    _validate(config)
+    return config
+
+
+def describe() -> list[tuple[str, str, object, str]]:
+    """(section, key, default, help) for every setting, for docs and ``--help``."""
+    rows: list[tuple[str, str, object, str]] = []
+    for section, cls in SECTIONS.items():
+        defaults = cls()
+        for f in dataclasses.fields(cls):
+            rows.append((section, f.name, getattr(defaults, f.name), f.metadata.get("help", "")))
+    return rows

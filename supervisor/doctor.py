@@ -1,0 +1,68 @@
+"""``dind-supervisor check``: the preflight doctor.
+
+Gathers the findings of every preflight area (resource policy, data root,
+container preparation, TLS) without changing anything, prints each with its
+severity and remedy, and exits 1 when one of them would break dockerd.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+
+from supervisor.config import Config
+from supervisor.findings import Finding, Severity
+
+Check = Callable[[Config], list[Finding]]
+
+
+def check_dockerd_binary(config: Config) -> list[Finding]:
+    path = shutil.which(config.dockerd.binary)
+    if path is None:
+        return [
+            Finding(
+                topic="dockerd",
+                severity=Severity.ERROR,
+                message=f"dockerd executable {config.dockerd.binary!r} not found on PATH",
+                remedy="install dockerd (Debian: apt-get install docker.io) or set"
+                " --dockerd-binary to its path",
+            )
+        ]
+    return [
+        Finding(
+            topic="dockerd",
+            severity=Severity.OK,
+            message=f"dockerd executable: {path}",
+            data={"path": path},
+        )
+    ]
+
+
+CHECKS: list[Check] = [check_dockerd_binary]
+
+
+def gather(config: Config, checks: list[Check] | None = None) -> list[Finding]:
+    findings: list[Finding] = []
+    for check in checks or CHECKS:
+        findings.extend(check(config))
+    return findings
+
+
+def render(findings: list[Finding]) -> str:
+    lines = []
+    for finding in findings:
+        lines.append(f"[{finding.severity!s:7}] {finding.topic}: {finding.message}")
+        if finding.remedy and finding.severity >= Severity.WARNING:
+            lines.append(f"          remedy: {finding.remedy}")
+    return "\n".join(lines)
+
+
+def run_check(config: Config, *, as_json: bool) -> int:
+    findings = gather(config)
+    if as_json:
+        print(json.dumps([f.as_dict() for f in findings], indent=2, default=str))
+    else:
+        print(render(findings))
+    worst = max((f.severity for f in findings), default=Severity.OK)
+    return 1 if worst >= Severity.ERROR else 0

@@ -1,0 +1,79 @@
+"""The agent's HTTP endpoint (aiohttp.web): /metrics, /healthz, /readyz, /status.
+
+/healthz says the agent's loop is alive; /readyz says dockerd is ready (200)
+or not (503); /status is the JSON document described in the README; /metrics
+is the agent's own registry. No handler calls the Docker API: everything is
+read from memory, /proc or statvfs, so a scrape stays cheap whatever dockerd
+is doing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+from aiohttp import web
+from anyio.abc import TaskStatus
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from supervisor.logs import get_logger
+from supervisor.metrics import Metrics
+
+StatusFn = Callable[[], dict[str, Any]]
+ReadyFn = Callable[[], bool]
+
+# Requests are tiny; anything bigger is garbage or an attack.
+_MAX_LINE = 8190
+_MAX_FIELD = 8190
+
+
+def build_app(*, metrics: Metrics, is_ready: ReadyFn, status: StatusFn) -> web.Application:
+    async def get_metrics(_request: web.Request) -> web.Response:
+        body = generate_latest(metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def get_healthz(_request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def get_readyz(_request: web.Request) -> web.Response:
+        if is_ready():
+            return web.Response(text="ready\n")
+        return web.Response(status=503, text="dockerd is not ready\n")
+
+    async def get_status(_request: web.Request) -> web.Response:
+        return web.Response(
+            text=json.dumps(status(), indent=2, sort_keys=True, default=str) + "\n",
+            content_type="application/json",
+        )
+
+    app = web.Application(handler_args={"max_line_size": _MAX_LINE, "max_field_size": _MAX_FIELD})
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/healthz", get_healthz)
+    app.router.add_get("/readyz", get_readyz)
+    app.router.add_get("/status", get_status)
+    return app
+
+
+class HttpEndpoint:
+    """Serves ``build_app`` on ``host:port`` until cancelled."""
+
+    def __init__(self, app: web.Application, host: str, port: int) -> None:
+        self._app = app
+        self.host = host
+        self.port = port
+        self._log = get_logger(component="http")
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+            await site.start()
+            self._log.info("http_listening", host=self.host, port=self.port)
+            task_status.started()
+            await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await runner.cleanup()

@@ -1,0 +1,122 @@
+"""The sd_notify protocol, both ways.
+
+- ``NotifyListener``: the datagram socket the agent gives dockerd as
+  NOTIFY_SOCKET. dockerd sends READY=1 once its API listeners serve and
+  STOPPING=1 when it shuts down. One listener per dockerd process, so a
+  message from an old process can never be taken for the new one.
+- ``SystemdNotifier``: the agent's own messages to systemd (READY=1,
+  STATUS=, WATCHDOG=1, STOPPING=1) when it runs under a unit with
+  Type=notify. A no-op when NOTIFY_SOCKET is unset.
+
+It does not decide when to send what; ``app.py`` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+
+import anyio
+from anyio.abc import UNIXDatagramSocket
+
+_MAX_DATAGRAM = 4096
+
+
+def parse_message(data: bytes) -> dict[str, str]:
+    """``KEY=VALUE`` lines into a dict; lines without ``=`` are ignored."""
+    fields: dict[str, str] = {}
+    for line in data.decode("utf-8", "replace").splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key:
+            fields[key.strip()] = value
+    return fields
+
+
+class NotifyListener:
+    """A bound AF_UNIX datagram socket; ``ready`` is set when READY=1 arrives."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.ready = anyio.Event()
+        self.stopping = anyio.Event()
+        self.status = ""
+        self._socket: UNIXDatagramSocket | None = None
+
+    async def __aenter__(self) -> NotifyListener:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        self._socket = await anyio.create_unix_datagram_socket(
+            local_path=self.path, local_mode=0o600
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._socket is not None:
+            await self._socket.aclose()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    async def serve(self) -> None:
+        """Receive messages until cancelled."""
+        if self._socket is None:
+            raise RuntimeError("use `async with NotifyListener(...)` before serve()")
+        async for data, _sender in self._socket:
+            fields = parse_message(data[:_MAX_DATAGRAM])
+            if fields.get("READY") == "1":
+                self.ready.set()
+            if fields.get("STOPPING") == "1":
+                self.stopping.set()
+            if "STATUS" in fields:
+                self.status = fields["STATUS"]
+
+
+class SystemdNotifier:
+    """Messages to the service manager named by NOTIFY_SOCKET, if any."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        address = env.get("NOTIFY_SOCKET", "")
+        # A leading '@' names an abstract socket.
+        self._address = "\0" + address[1:] if address.startswith("@") else address
+        self.watchdog_usec = int(env.get("WATCHDOG_USEC", "0") or 0)
+        watchdog_pid = env.get("WATCHDOG_PID", "")
+        if watchdog_pid and watchdog_pid.isdigit() and int(watchdog_pid) != os.getpid():
+            self.watchdog_usec = 0  # the watchdog is meant for another process
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._address)
+
+    @property
+    def watchdog_interval(self) -> float | None:
+        """Seconds between WATCHDOG=1 messages (half of WATCHDOG_USEC), or None."""
+        if not self.enabled or self.watchdog_usec <= 0:
+            return None
+        return self.watchdog_usec / 2_000_000
+
+    def send(self, **fields: str) -> bool:
+        if not self.enabled:
+            return False
+        payload = "\n".join(f"{key}={value}" for key, value in fields.items()).encode()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            try:
+                sock.sendto(payload, self._address)
+            except OSError:
+                return False
+        return True
+
+    def ready(self, status: str) -> bool:
+        return self.send(READY="1", STATUS=status)
+
+    def status(self, status: str) -> bool:
+        return self.send(STATUS=status)
+
+    def watchdog(self) -> bool:
+        return self.send(WATCHDOG="1")
+
+    def stopping(self, status: str) -> bool:
+        return self.send(STOPPING="1", STATUS=status)
+
