@@ -247,6 +247,6 @@ def fake_runner() -> type[FakeRunner]:
 
 @pytest.fixture
 def bin_dir(tmp_path: Path) -> Callable[..., Path]:
-    return lambda names=tuple(ALL_IPTABLES) + ("modprobe",): make_bin_dir(
+    return lambda names=(*ALL_IPTABLES, "modprobe"): make_bin_dir(
         tmp_path / "bin", names
     )
