@@ -80,8 +80,8 @@ def main(args: list[str]) -> int:
         return EXIT_REFUSED
     # Python ignores these two; ignored signals survive exec, and dockerd must
     # start with default dispositions as it would without us.
-    for number in (signal.SIGPIPE, signal.SIGXFSZ):
-        signal.signal(number, signal.SIG_DFL)
+    for signum in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(signum, signal.SIG_DFL)
     try:
         os.execvp(program[0], program)  # noqa: S606 - exec without a shell is the point
     except OSError as error:
