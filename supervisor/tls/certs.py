@@ -18,6 +18,9 @@ Generations, and what a reader can see. Files are replaced one at a time
 (``client/`` and ``server/`` may be mount points, so folders cannot be
 swapped). The order keeps every mix a reader can catch usable:
 
+- The server certificate is reissued when its SANs differ from the wanted
+  set (a new address, or one removed), when due, expired or not signed by
+  the current CA.
 - Renewal re-signs a certificate for the SAME key, so old or new cert.pem
   with key.pem always match. The CA is renewed for its same key and name,
   so leaves of either CA generation verify against either CA certificate.
@@ -159,6 +162,7 @@ class _Managed:
         self.changes: list[CertChange] = []
         self.statuses: list[CertStatus] = []
         self.findings: list[Finding] = []
+        self.loaded: dict[str, tuple[PrivateKey | None, x509.Certificate | None]] = {}
 
     def _check_key_type(self, key: PrivateKey, rel: str) -> None:
         found = key_type_of(key)
@@ -176,16 +180,10 @@ class _Managed:
     def ca(self) -> tuple[x509.Certificate, PrivateKey, bytes]:
         """The signing CA (renewed if due) and the trust bundle for ca.pem files."""
         folder = self.certdir / "ca"
-        key = store.load_key(folder / "key.pem")
-        found = store.load_certs(folder / "cert.pem")
-        cert = found[0] if found else None
+        key, cert = self.loaded["ca"]
         new_key = key is None
         if key is None:
             key = generate_key(self.spec.key_type)
-        elif cert is not None and not key_matches(key, cert):
-            raise _mismatch(folder / "cert.pem", folder / "key.pem", "ca")
-        else:
-            self._check_key_type(key, "ca/key.pem")
         retired = store.load_certs(folder / "retired.pem") or []
         reason = "missing" if cert is None else _time_reason(cert, self.spec, self.now)
         if cert is None or reason is not None:
@@ -235,16 +233,10 @@ class _Managed:
         force: bool,
     ) -> None:
         folder = self.certdir / role
-        key = store.load_key(folder / "key.pem")
-        found = store.load_certs(folder / "cert.pem")
-        cert = found[0] if found else None
+        key, cert = self.loaded[role]
         new_key = key is None
         if key is None:
             key = generate_key(self.spec.key_type)
-        elif cert is not None and not key_matches(key, cert):
-            raise _mismatch(folder / "cert.pem", folder / "key.pem", role)
-        else:
-            self._check_key_type(key, f"{role}/key.pem")
         reason: str | None
         if cert is None:
             reason = "missing"
@@ -252,9 +244,10 @@ class _Managed:
             reason = "new_key"
         elif not signed_by(cert, ca_cert):
             reason = "issuer"
-        elif role == "server" and not self.sans.missing_from(
-            SanSet.from_certificate(cert)
-        ).is_empty():
+        elif role == "server" and SanSet.from_certificate(cert) != self.sans:
+            # Exact, not "covers": a name the user removed from DOCKER_TLS_SAN or an
+            # address the machine lost leaves the certificate too. The agent computes
+            # the SAN set once at start, so dynamic addresses (docker0) cannot flap it.
             reason = "sans"
         else:
             reason = _time_reason(cert, self.spec, self.now) or ("forced" if force else None)
@@ -286,7 +279,26 @@ class _Managed:
             )
         self.statuses.append(_status(role, f"{role}/cert.pem", cert, key, self.spec))
 
+    def load(self) -> None:
+        """Read and check every existing key and certificate before anything is written.
+
+        A corrupt file or a mismatched pair anywhere stops the pass here, so a
+        bad client folder cannot leave a half-rotated set behind.
+        """
+        for folder in ("ca", "server", "client"):
+            path = self.certdir / folder
+            key = store.load_key(path / "key.pem")
+            found = store.load_certs(path / "cert.pem")
+            cert = found[0] if found else None
+            if key is not None and cert is not None and not key_matches(key, cert):
+                raise _mismatch(path / "cert.pem", path / "key.pem", folder)
+            if key is not None:
+                self._check_key_type(key, f"{folder}/key.pem")
+            self.loaded[folder] = (key, cert)
+        store.load_certs(self.certdir / "ca" / "retired.pem")
+
     def run(self, *, force_leaves: bool) -> CertReport:
+        self.load()
         ca_cert, ca_key, bundle = self.ca()
         for role in ("server", "client"):
             self.leaf(role, ca_cert, ca_key, bundle, force=force_leaves)
