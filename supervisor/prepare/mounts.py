@@ -329,7 +329,8 @@ def apply_mount_step(
             Finding(
                 topic=topic,
                 severity=Severity.INFO,
-                message=f"{step}: {decision.reason}; mounted, now {after.reason}",
+                message=f"{step}: {decision.reason}: mounted {fstype or 'shared propagation'}"
+                f" on {target}, confirmed in mountinfo",
             ),
         ),
         data=info,
