@@ -171,7 +171,9 @@ def acquire(
     if foreign is not None:
         lock.release()
         raise DataRootLockedError(
-            path=str(data_root), holder_pid=foreign.pid, holder_host=foreign.host,
+            path=str(data_root),
+            holder_pid=foreign.pid,
+            holder_host=foreign.host,
             since=foreign.since,
         )
     return lock
@@ -289,8 +291,11 @@ def begin_run(
             path=str(data_root),
             remedy="the data root must be readable and writable by the agent",
         ) from exc
-    record = Holder(pid=pid if pid is not None else os.getpid(), host=host or UNKNOWN,
-                    since=now.isoformat())
+    record = Holder(
+        pid=pid if pid is not None else os.getpid(),
+        host=host or UNKNOWN,
+        since=now.isoformat(),
+    )
     _write_durably(marker, record.encode())
     if previous is None:
         return None
