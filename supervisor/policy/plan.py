@@ -9,7 +9,7 @@ job; applying the plan is apply.py's.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,8 +171,12 @@ def oom_floor_remedy(process: str, lowest_wanted: int, floor: int) -> str:
     )
 
 
-def plan(policy: Policy, facts: Facts) -> Plan:
-    """Compute what will be applied; in strict mode any deviation raises PolicyError."""
+def plan(policy: Policy, facts: Facts, *, check: bool = True) -> Plan:
+    """Compute what will be applied; in strict mode any deviation raises PolicyError.
+
+    ``check=False`` returns the plan even in strict mode, so the caller can log
+    every deviation before raising ``strict_error(plan.deviations)`` itself.
+    """
     deviations: list[PolicyDeviation] = []
     floor = None if facts.cap_sys_resource else facts.oom_score_adj
     wanted = [v for p in PROCESSES if (v := policy.oom_score_adj(p)) is not None]
@@ -216,6 +220,8 @@ def plan(policy: Policy, facts: Facts) -> Plan:
         expected_limits=dockerd_limits,
         expected_oom_score_adj=dockerd_value,
     )
+    # rlimits first: they are what runc will trip over later, oom_score_adj second.
+    deviations.sort(key=lambda d: (d.rlimit_type is None, PROCESSES.index(d.process)))
     result = Plan(
         mode=policy.mode,
         init=init_plan,
@@ -223,12 +229,12 @@ def plan(policy: Policy, facts: Facts) -> Plan:
         dockerd=dockerd_plan,
         deviations=tuple(deviations),
     )
-    if policy.mode is Mode.STRICT and deviations:
+    if check and policy.mode is Mode.STRICT and deviations:
         raise strict_error(deviations)
     return result
 
 
-def strict_error(deviations: list[PolicyDeviation]) -> PolicyError:
+def strict_error(deviations: Sequence[PolicyDeviation]) -> PolicyError:
     """The first deviation as the error, the others named so one run shows them all."""
     error = deviations[0].as_error()
     if len(deviations) > 1:

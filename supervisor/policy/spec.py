@@ -54,10 +54,10 @@ def _request(name: str, soft: int, hard: int) -> RlimitRequest:
 
 # As docker.service: LimitNOFILE=infinity (which systemd turns into fs.nr_open,
 # 1048576 by default: nofile cannot be unlimited), LimitNPROC/LimitCORE=infinity.
-DEFAULT_DOCKERD_RLIMITS: tuple[RlimitRequest, ...] = (
-    _request("nofile", 1048576, 1048576),
-    _request("nproc", INFINITY, INFINITY),
+DEFAULT_DOCKERD_RLIMITS: tuple[RlimitRequest, ...] = (  # by type number, as parsing sorts
     _request("core", INFINITY, INFINITY),
+    _request("nproc", INFINITY, INFINITY),
+    _request("nofile", 1048576, 1048576),
 )
 
 
