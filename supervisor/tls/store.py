@@ -91,7 +91,12 @@ def parse_certs(path: Path, data: bytes) -> list[x509.Certificate]:
 
 def parse_key(path: Path, data: bytes) -> PrivateKey:
     try:
-        key = serialization.load_pem_private_key(data, password=None)
+        # The RSA consistency check (primality of p and q) costs about a second
+        # for a 4096-bit key on every start; the public half is still compared
+        # with the certificate, which is the check that matters here.
+        key = serialization.load_pem_private_key(
+            data, password=None, unsafe_skip_rsa_key_validation=True
+        )
     except (ValueError, TypeError) as err:
         raise _corrupt(path, "private key (unencrypted)", err) from err
     if not isinstance(key, PrivateKey):
