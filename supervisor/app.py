@@ -116,6 +116,8 @@ class Agent:
 
     async def run(self) -> int:
         """The root task group; returns the exit code (raises SupervisorError on failure)."""
+        failure: SupervisorError | None = None
+        code = 1
         try:
             async with anyio.create_task_group() as tg:
                 if self.config.http.listen:
@@ -129,11 +131,18 @@ class Agent:
                     tg.start_soon(self._watchdog, self.systemd.watchdog_interval)
                 try:
                     code = await self.daemon.run()
+                except SupervisorError as exc:
+                    # Raised outside the task group, so callers get it as it is
+                    # and not wrapped in an ExceptionGroup.
+                    failure = exc
                 finally:
                     tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await self.api.aclose()
+        if failure is not None:
+            self.systemd.stopping(f"failed: {failure.message}")
+            raise failure
         self.systemd.stopping("stopped")
         self.log.info("agent_stopped", exit_code=code)
         return code

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs everything dind-supervisor needs on a fresh Debian 12 machine (as root):
+# the distribution's dockerd and the tools the tests use, and a virtualenv in .venv
+# holding the package with its development extra. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  docker.io       # dockerd 20.10, containerd, runc: the daemon we supervise
+  iptables        # dockerd's networking (both legacy and nft backends)
+  iproute2        # ip: loopback and veths inside test namespaces
+  util-linux      # unshare, nsenter, mount, prlimit
+  busybox-static  # the tiny test image (docker import)
+  prometheus      # promtool: checks metrics and alert rules
+  debootstrap     # the rootfs of the nested DinD test image
+  curl procps psmisc ca-certificates
+  python3-venv
+)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  [[ $pkg == \#* ]] && continue
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Debian's docker.io may start a system dockerd through its init scripts; the
+# agent and the tests never use it, and must not share its paths.
+PYTHON=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[dev]'
