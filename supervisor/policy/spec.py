@@ -106,7 +106,8 @@ def parse_policy(
 ) -> Policy:
     """Read a [policy] table (TOML values, or strings from the environment) over ``base``.
 
-    rlimit tables merge per resource over ``base`` (``inherit`` drops one).
+    rlimit tables merge per resource over ``base`` (``inherit`` drops one; the
+    string ``inherit`` for a whole table drops them all).
     Raises ConfigError naming the key, the value and the source.
     """
     policy = base
@@ -216,6 +217,8 @@ def _split_rlimit_string(value: str, key: str, source: str) -> dict[str, object]
 def _parse_rlimits(
     value: object, key: str, source: str, current: tuple[RlimitRequest, ...]
 ) -> tuple[RlimitRequest, ...]:
+    if isinstance(value, str) and value.strip().lower() == INHERIT:
+        return ()  # the whole table: set no rlimit at all
     if isinstance(value, str):
         table: Mapping[str, object] = _split_rlimit_string(value, key, source)
     elif isinstance(value, Mapping):

@@ -119,6 +119,10 @@ def test_the_example_table_parses() -> None:
     }
 
 
+def policy_defaults() -> tuple[object, ...]:
+    return DEFAULT_POLICY.dockerd_rlimits
+
+
 def test_environment_strings_parse_and_merge() -> None:
     """The env form 'nofile=N:N,nproc=unlimited' parses; 'inherit' drops a default."""
     policy = parse_policy(
@@ -137,6 +141,8 @@ def test_environment_strings_parse_and_merge() -> None:
     later = parse_policy({"dockerd_oom_score_adj": "inherit"}, "flags", base=policy)
     assert later.dockerd_oom_score_adj is None
     assert later.dockerd_rlimits == policy.dockerd_rlimits
+    assert parse_policy({"dockerd_rlimits": "inherit"}, "env").dockerd_rlimits == ()
+    assert parse_policy({"dockerd_rlimits": {}}, "env").dockerd_rlimits == policy_defaults()
 
 
 @pytest.mark.parametrize(
