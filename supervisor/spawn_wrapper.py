@@ -16,8 +16,15 @@ from __future__ import annotations
 
 import os
 import resource
-import signal
 import sys
+
+# `signal` imports enum, functools and collections: about 9 ms of a 15 ms start
+# here. `_signal` is built in and already loaded; mypy reads the typed module.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal as _signal
+else:
+    import _signal
 
 PREFIX = "dind-supervisor policy: "
 EXIT_REFUSED = 2
@@ -80,8 +87,8 @@ def main(args: list[str]) -> int:
         return EXIT_REFUSED
     # Python ignores these two; ignored signals survive exec, and dockerd must
     # start with default dispositions as it would without us.
-    for signum in (signal.SIGPIPE, signal.SIGXFSZ):
-        signal.signal(signum, signal.SIG_DFL)
+    for signum in (_signal.SIGPIPE, _signal.SIGXFSZ):
+        _signal.signal(signum, _signal.SIG_DFL)
     try:
         os.execvp(program[0], program)  # noqa: S606 - exec without a shell is the point
     except OSError as error:

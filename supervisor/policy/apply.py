@@ -8,12 +8,15 @@ Why a wrapper: dockerd is spawned with anyio.open_process (no preexec_fn), and
 the policy must be in place before dockerd's first instruction so that
 containerd, the shims and every container inherit it; setting it after the
 spawn (prlimit on a pid) would race with dockerd starting containerd.
-The wrapper is ``python -I -S -c <supervisor/spawn_wrapper.py>``: measured here
-it adds about 14 ms to a spawn (median of 40, wrapping /bin/true), against
-about 2 ms for util-linux ``prlimit ... choom -n ... --``. We still pick the
-Python wrapper: prlimit/choom are not in the docker:dind (Alpine/busybox)
-image, stop without exec'ing on a refusal (best-effort must go on), and print
-no explanation; 14 ms is about 5% of a bare dockerd start (0.26 s).
+The wrapper is ``python -I -S -c <supervisor/spawn_wrapper.py>``. Measured here
+(median of 41 spawns wrapping /bin/true, machine under light load): /bin/true
+1 ms, wrapped 18-20 ms (a bare ``python -I -S -c pass`` is 15-18 ms of that;
+importing ``signal`` cost 9 ms more until the wrapper switched to ``_signal``),
+util-linux ``prlimit ... choom -n ... --`` 3.5 ms. We still pick the Python
+wrapper: prlimit/choom are not in the docker:dind (Alpine/busybox) image,
+they stop without exec'ing on a refusal (best-effort must go on), and they
+print no explanation; +17 ms is about 6% of a bare dockerd start (0.26 s) and
+is paid once per dockerd start, not per container.
 """
 
 from __future__ import annotations
