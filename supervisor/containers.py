@@ -354,15 +354,26 @@ def format_since(since_ns: int) -> str:
 
 
 class AiodockerContainerSource:
-    """`ContainerSource` over an aiodocker client (the agent's own, kept across restarts)."""
+    """`ContainerSource` over an aiodocker client (the agent's own, kept across restarts).
 
-    def __init__(self, docker: aiodocker.Docker, *, connect_timeout: float = 5.0) -> None:
+    `endpoint` names dockerd in error messages: aiodocker rewrites a unix
+    socket's address to "unix://localhost".
+    """
+
+    def __init__(
+        self,
+        docker: aiodocker.Docker,
+        *,
+        endpoint: str | None = None,
+        connect_timeout: float = 5.0,
+    ) -> None:
         self._docker = docker
+        self._endpoint = endpoint or docker.docker_host
         self._connect_timeout = connect_timeout
 
     def _error(self, what: str, exc: BaseException) -> ContainerSourceError:
         return ContainerSourceError(
-            f"cannot read dockerd's {what} at {self._docker.docker_host}: "
+            f"cannot read dockerd's {what} at {self._endpoint}: "
             f"{type(exc).__name__}: {exc}",
             remedy="the agent lists and resubscribes on its own once dockerd answers again; "
             "if this repeats while dockerd is ready, look at dockerd's log",

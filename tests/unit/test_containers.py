@@ -671,8 +671,8 @@ async def test_adapter_reports_refused_connections() -> None:
     with anyio.fail_after(5):
         docker = aiodocker.Docker(url=f"http://127.0.0.1:{port}", api_version="v1.41")
         try:
-            source = AiodockerContainerSource(docker)
-            with pytest.raises(ContainerSourceError, match="container list"):
+            source = AiodockerContainerSource(docker, endpoint="unix:///run/docker.sock")
+            with pytest.raises(ContainerSourceError, match="container list at unix:///run/docker"):
                 await source.list_containers()
             with pytest.raises(ContainerSourceError, match="events stream"):
                 async for _ in source.events(since_ns=0):
