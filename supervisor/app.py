@@ -1,9 +1,12 @@
 """The agent: one root task group wiring the components, and the shutdown.
 
-Order at start: logs -> metrics -> HTTP endpoint -> dockerd (with its
-pre-spawn hooks) -> signal handling. The agent ends when dockerd has been
-stopped on request (exit 0) or given up on (exit 1). Signals are read by one
-task and mapped to actions by ``signal_action``, a pure table.
+Order at start: container preparation -> data root (lock, run marker,
+preflight) -> TLS certificates -> HTTP endpoint -> dockerd (with its
+pre-spawn hooks) -> signal handling. While dockerd is ready, a per-readiness
+task group runs what needs its API (storage driver, container events, GC);
+it is cancelled whenever dockerd stops being ready. The agent ends when
+dockerd has been stopped on request (exit 0) or given up on (exit 1).
+Signals are read by one task and mapped to actions by ``signal_action``.
 """
 
 from __future__ import annotations
@@ -13,13 +16,22 @@ import os
 import signal
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import anyio
+from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 
 from supervisor import __version__
 from supervisor.config import Config, parse_listen
-from supervisor.docker_api import DockerApi
+from supervisor.containers import (
+    AiodockerContainerSource,
+    ContainerCollector,
+    ContainerTable,
+    ContainerWatcher,
+)
+from supervisor.dataroot.service import DataRootService, log_findings
+from supervisor.docker_api import DockerApi, DockerApiError
 from supervisor.dockerd import lifecycle as lc
 from supervisor.dockerd.daemon import Daemon
 from supervisor.dockerd.process import build_argv
@@ -28,6 +40,8 @@ from supervisor.http import HttpEndpoint, build_app
 from supervisor.logs import get_logger
 from supervisor.metrics import Metrics
 from supervisor.notify import SystemdNotifier
+from supervisor.procstats import ProcessFigures
+from supervisor.tls.service import TlsService
 
 
 class SignalAction(enum.Enum):
@@ -45,6 +59,8 @@ SIGNAL_ACTIONS: Mapping[signal.Signals, SignalAction] = {
     signal.SIGUSR2: SignalAction.LOG_STATUS,
 }
 
+_NOT_READY = tuple(state for state in lc.State if state is not lc.State.RUNNING)
+
 
 def signal_action(signum: int) -> SignalAction | None:
     try:
@@ -56,37 +72,99 @@ def signal_action(signum: int) -> SignalAction | None:
 class Agent:
     """Everything the agent runs, built from a validated ``Config``."""
 
-    def __init__(self, config: Config, *, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        env: Mapping[str, str] | None = None,
+        under_init: bool = False,
+    ) -> None:
         self.config = config
         self.env = dict(os.environ if env is None else env)
+        self.under_init = under_init
         self.metrics = Metrics()
+        registry = self.metrics.registry
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
         self.log = get_logger(component="agent")
         self.started_at = time.time()
         self.api = DockerApi(config.socket_path)
         self.systemd = SystemdNotifier(self.env)
+        self.data_root = DataRootService(config, self.metrics)
+        self.tls = (
+            TlsService(
+                config,
+                self.metrics,
+                request_restart=lambda: self.daemon.request_restart(lc.RestartReason.TLS_ROTATION),
+            )
+            if config.tls_enabled
+            else None
+        )
+        self.prepare_report: Any = None
+        self.prepare_env: dict[str, str] = {}
+        self.containers = ContainerTable()
+        self.metrics.register(ContainerCollector(self.containers))
         self.daemon = Daemon(
             config=config,
             metrics=self.metrics,
             ping=self.api.ping,
             argv=self.dockerd_argv,
             env=self.dockerd_env,
-            before_spawn=[self.prepare_spawn],
+            before_spawn=[self.prepare_spawn, self.data_root.before_spawn],
         )
+        self.metrics.register(ProcessFigures(lambda: self.daemon.pid, expect_comm="dockerd"))
         self.daemon.state_listeners.append(self._on_dockerd_state)
 
     # What dockerd gets ----------------------------------------------------
 
     def dockerd_argv(self) -> list[str]:
-        return build_argv(self.config)
+        return build_argv(self.config, tls=self.tls.files if self.tls else None)
 
     def dockerd_env(self) -> dict[str, str]:
-        env = {k: v for k, v in self.env.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+        drop = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+        env = {k: v for k, v in self.env.items() if k not in drop}
         env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        env.update(self.prepare_env)
         return env
 
     async def prepare_spawn(self) -> None:
         """Runs before every start of dockerd."""
         await anyio.Path(self.config.agent.state_dir).mkdir(parents=True, exist_ok=True)
+
+    # Start-up ----------------------------------------------------------------
+
+    @property
+    def should_prepare(self) -> bool:
+        enabled = self.config.prepare.enabled
+        return enabled == "true" or (enabled == "auto" and self.under_init)
+
+    async def start_up(self) -> None:
+        """Everything that must hold before dockerd may start; errors end the agent."""
+        if self.should_prepare:
+            await self._prepare()
+        await self.data_root.start()
+        if self.tls is not None:
+            await self.tls.ensure()
+
+    async def _prepare(self) -> None:
+        from supervisor.prepare import IptablesMode, PrepareOptions, dockerd_env, prepare
+
+        settings = self.config.prepare
+        options = PrepareOptions(
+            cgroup=settings.cgroup,
+            securityfs=settings.securityfs,
+            tmp=settings.tmp,
+            rshared=settings.rshared,
+            iptables=IptablesMode(settings.iptables),
+            iptables_dir=str(Path(self.config.agent.state_dir) / "iptables-bin"),
+        )
+        report = await anyio.to_thread.run_sync(
+            lambda: prepare(options, env=self.env)
+        )
+        self.prepare_report = report
+        self.prepare_env = dockerd_env(report, self.env)
+        log_findings(self.log, "preparation_finding", list(report.findings))
 
     # Views ------------------------------------------------------------------
 
@@ -94,14 +172,20 @@ class Agent:
         return self.daemon.state is lc.State.RUNNING
 
     def status(self) -> dict[str, Any]:
+        figures = self.containers.snapshot()
         return {
             "schema": 1,
             "agent": {
                 "version": __version__,
                 "pid": os.getpid(),
+                "under_init": self.under_init,
                 "started_at": self.started_at,
             },
             "dockerd": self.daemon.status(),
+            "tls": self.tls.status() if self.tls else {"enabled": False},
+            "data_root": self.data_root.status(),
+            "prepare": self.prepare_report.as_dict() if self.prepare_report else None,
+            "containers": dict(figures.by_state),
         }
 
     def _on_dockerd_state(self, state: lc.State) -> None:
@@ -130,6 +214,12 @@ class Agent:
                 if self.systemd.watchdog_interval is not None:
                     tg.start_soon(self._watchdog, self.systemd.watchdog_interval)
                 try:
+                    await self.start_up()
+                    if self.tls is not None:
+                        await tg.start(self.tls.run)
+                    tg.start_soon(self._while_ready)
+                    if self.config.agent.stop_file:
+                        tg.start_soon(self._watch_stop_file, Path(self.config.agent.stop_file))
                     code = await self.daemon.run()
                 except SupervisorError as exc:
                     # Raised outside the task group, so callers get it as it is
@@ -140,12 +230,45 @@ class Agent:
         finally:
             with anyio.CancelScope(shield=True):
                 await self.api.aclose()
+            self.data_root.stop(clean=failure is None and code == 0)
         if failure is not None:
             self.systemd.stopping(f"failed: {failure.message}")
             raise failure
         self.systemd.stopping("stopped")
         self.log.info("agent_stopped", exit_code=code)
         return code
+
+    async def _while_ready(self) -> None:
+        """Each time dockerd becomes ready, run what needs its API until it is not."""
+        while True:
+            await self.daemon.wait_for_state(lc.State.RUNNING)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._after_ready)
+                tg.start_soon(
+                    ContainerWatcher(self.containers).run,
+                    AiodockerContainerSource(self.api.docker),
+                )
+                if self.config.dataroot.gc_enabled:
+                    tg.start_soon(self.data_root.run_gc_loop, self.api)
+                await self.daemon.wait_for_state(*_NOT_READY)
+                tg.cancel_scope.cancel()
+
+    async def _after_ready(self) -> None:
+        try:
+            info = await self.api.info()
+        except DockerApiError as exc:
+            self.log.warning("dockerd_info_failed", error=str(exc))
+            return
+        self.data_root.dockerd_ready(info)
+
+    async def _watch_stop_file(self, path: Path) -> None:
+        """Sidecar mode: the job container writes this file when it is done."""
+        # Polled: inotify does not see files written through another mount
+        # namespace's view of a shared volume reliably, and once a second is plenty.
+        while not await anyio.Path(path).exists():  # noqa: ASYNC110
+            await anyio.sleep(1.0)
+        self.log.info("stop_file_found", path=str(path))
+        self.daemon.request_stop()
 
     async def _handle_signals(self) -> None:
         with anyio.open_signal_receiver(*SIGNAL_ACTIONS) as signals:
@@ -169,13 +292,13 @@ class Agent:
                 self.systemd.watchdog()
 
 
-def run_agent(config: Config) -> int:
+def run_agent(config: Config, *, under_init: bool = False) -> int:
     """Entry point of the agent process (a child of PID 1, or the main process)."""
     log = get_logger(component="agent")
     log.info("agent_started", version=__version__, pid=os.getpid(), parent_pid=os.getppid())
 
     async def main() -> int:
-        return await Agent(config).run()
+        return await Agent(config, under_init=under_init).run()
 
     try:
         return anyio.run(main)

@@ -149,16 +149,16 @@ def _print_error(exc: SupervisorError) -> None:
 def _run(cfg: config.Config) -> int:
     from supervisor import init
 
-    def agent() -> int:
+    def agent(under_init: bool = False) -> int:
         from supervisor import logs
 
         logs.configure(format=cfg.log.format, level=cfg.log.level)
         from supervisor.app import run_agent
 
-        return run_agent(cfg)
+        return run_agent(cfg, under_init=under_init)
 
     if os.getpid() == 1:
-        return init.run(agent)
+        return init.run(lambda: agent(under_init=True))
     if not init.is_subreaper():
         print(
             "dind-supervisor: warning: not PID 1 and not a subreaper: orphaned processes"

@@ -103,9 +103,39 @@ class TlsConfig:
     certdir: str = _opt("", "DOCKER_TLS_CERTDIR: empty disables TLS")
     san: str = _opt("", "DOCKER_TLS_SAN: extra SANs, e.g. 'DNS:foo IP:10.0.0.1'")
     listen: str = _opt("tcp://0.0.0.0:2376", "TLS listener of dockerd")
+    key_type: str = _opt("ecdsa-p256", "ecdsa-p256, rsa-2048, rsa-3072 or rsa-4096")
+    ca_lifetime: float = _duration(1825 * 86400.0, "lifetime of the CA the agent issues")
+    server_lifetime: float = _duration(30 * 86400.0, "lifetime of dockerd's server certificate")
+    client_lifetime: float = _duration(30 * 86400.0, "lifetime of the client certificate")
+    renew_fraction: float = _opt(2 / 3, "renew a certificate at this fraction of its lifetime")
+    client_key_mode: str = _opt("0644", "mode of client/key.pem (shared with other containers)")
+    expiry_warning: float = _duration(14 * 86400.0, "warn when a user-managed cert is this close")
+    rotate: bool = _opt(True, "renew certificates before they expire (restarts dockerd)")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataRootConfig:
+    lock: bool = _opt(True, "refuse to share the data root with another agent or dockerd")
+    check_daemon_locks: bool = _opt(True, "also detect a dockerd not started by an agent")
+    clean_pid_files: bool = _opt(True, "remove stale dockerd/containerd pid files before starts")
+    gc_enabled: bool = _opt(False, "prune build cache and unused images under disk pressure")
+    gc_high: float = _opt(0.85, "start garbage collection above this used fraction")
+    gc_low: float = _opt(0.80, "stop garbage collection below this used fraction")
+    gc_interval: float = _duration(60.0, "how often disk usage is checked for garbage collection")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrepareConfig:
+    enabled: str = _opt("auto", "auto (only as a container's PID 1), true or false")
+    cgroup: bool = _opt(True, "cgroup v2: move processes to /init, enable controllers")
+    securityfs: bool = _opt(True, "mount securityfs on /sys/kernel/security")
+    tmp: bool = _opt(True, "mount a tmpfs on /tmp when it is not a mount")
+    rshared: bool = _opt(True, "make / rshared")
+    iptables: str = _opt("auto", "iptables backend: auto, legacy, nft or off")
 
 
 _LOG_FORMATS = ("auto", "json", "console")
+_KEY_TYPES = ("ecdsa-p256", "rsa-2048", "rsa-3072", "rsa-4096")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -118,6 +148,8 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
+    dataroot: DataRootConfig = field(default_factory=DataRootConfig)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
     # Where each non-default value came from, for error messages later on.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -345,6 +377,29 @@ def _validate(config: Config) -> None:
         fail("log", "format", config.log.format, f"must be one of {', '.join(_LOG_FORMATS)}")
     if config.log.level not in _LOG_LEVELS:
         fail("log", "level", config.log.level, f"must be one of {', '.join(_LOG_LEVELS)}")
+    if config.tls.key_type not in _KEY_TYPES:
+        fail("tls", "key_type", config.tls.key_type, f"must be one of {', '.join(_KEY_TYPES)}")
+    if not re.fullmatch(r"0?[0-7]{3}", config.tls.client_key_mode):
+        fail("tls", "client_key_mode", config.tls.client_key_mode, "must be an octal mode: 0644")
+    if not 0 < config.tls.renew_fraction < 1:
+        fail("tls", "renew_fraction", config.tls.renew_fraction, "must be between 0 and 1")
+    for key in ("ca_lifetime", "server_lifetime", "client_lifetime"):
+        if getattr(config.tls, key) <= 0:
+            fail("tls", key, getattr(config.tls, key), "must be above 0")
+    if not 0 < config.dataroot.gc_low < config.dataroot.gc_high <= 1:
+        fail(
+            "dataroot",
+            "gc_low",
+            config.dataroot.gc_low,
+            f"need 0 < gc_low < gc_high <= 1 (gc_high is {config.dataroot.gc_high:g});"
+            " fractions of the filesystem, e.g. 0.80 and 0.85",
+        )
+    if config.dataroot.gc_interval <= 0:
+        fail("dataroot", "gc_interval", config.dataroot.gc_interval, "must be above 0")
+    if config.prepare.enabled not in ("auto", "true", "false"):
+        fail("prepare", "enabled", config.prepare.enabled, "must be auto, true or false")
+    if config.prepare.iptables not in ("auto", "legacy", "nft", "off"):
+        fail("prepare", "iptables", config.prepare.iptables, "must be auto, legacy, nft or off")
     if config.http.listen:
         try:
             parse_listen(config.http.listen)

@@ -7,6 +7,7 @@ the code depends on a few small methods that tests can fake. A scrape of
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -54,3 +55,23 @@ class DockerApi:
         except (aiohttp.ClientError, OSError) as exc:
             raise DockerApiError(f"{type(exc).__name__}: {exc}") from exc
         return result
+
+    async def _post_json(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        try:
+            result = await self.docker._query_json(path, method="POST", params=params)
+        except aiodocker.DockerError as exc:
+            raise DockerApiError(str(exc)) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise DockerApiError(f"{type(exc).__name__}: {exc}") from exc
+        return dict(result or {})
+
+    async def prune_build_cache(self) -> int:
+        """POST /build/prune: every unused build cache record; bytes reclaimed."""
+        result = await self._post_json("build/prune", {"all": "true"})
+        return int(result.get("SpaceReclaimed") or 0)
+
+    async def prune_images(self, *, dangling_only: bool) -> int:
+        """POST /images/prune; Docker never removes an image a container uses."""
+        filters = json.dumps({"dangling": ["true" if dangling_only else "false"]})
+        result = await self._post_json("images/prune", {"filters": filters})
+        return int(result.get("SpaceReclaimed") or 0)

@@ -1,0 +1,191 @@
+"""The data-root component of the agent: ownership, preflight, figures and GC.
+
+At start: take the data root's lock (a second agent or dockerd makes us exit
+2 naming the holder), record the run (an unclean previous stop is counted),
+and inspect where the data root lives. Before every dockerd start: clean
+stale pid files. Once dockerd is ready: note the storage driver it chose.
+On every scrape: statvfs figures (no Docker API call). When enabled: prune
+under disk pressure. At a clean stop: mark the run clean and unlock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from supervisor.config import Config
+from supervisor.dataroot import (
+    DataRootLock,
+    DataRootReport,
+    PruneApi,
+    acquire,
+    begin_run,
+    clean_stale_pid_files,
+    disk_figures,
+    driver_findings,
+    end_run_cleanly,
+    preflight,
+    run_gc,
+)
+from supervisor.findings import Finding, Severity
+from supervisor.logs import get_logger
+from supervisor.metrics import Metrics
+
+
+def log_findings(log: Any, event: str, findings: tuple[Finding, ...] | list[Finding]) -> None:
+    for finding in findings:
+        level = {Severity.ERROR: "error", Severity.WARNING: "warning"}.get(finding.severity, "info")
+        getattr(log, level)(
+            event, topic=finding.topic, message=finding.message, remedy=finding.remedy,
+            severity=str(finding.severity),
+        )
+
+
+class DataRootService:
+    def __init__(self, config: Config, metrics: Metrics, *, proc_root: Path = Path("/proc")):
+        self.path = Path(config.dockerd.data_root)
+        self._config = config
+        self._metrics = metrics
+        self._proc = proc_root
+        self._log = get_logger(component="dataroot")
+        self.lock: DataRootLock | None = None
+        self.report: DataRootReport | None = None
+        self.storage_driver: str | None = None
+        self.unclean_previous_stop: dict[str, object] | None = None
+        self.gc_runs = 0
+        self.gc_reclaimed = 0
+        metrics.register(DataRootCollector(self))
+
+    async def start(self) -> None:
+        """Lock, record the run, inspect; raises DataRootLockedError/DataRootError (exit 2)."""
+        now = dt.datetime.now(dt.UTC)
+        if self._config.dataroot.lock:
+            self.lock = acquire(
+                self.path,
+                host=socket.gethostname(),
+                now=now,
+                pid=os.getpid(),
+                proc_root=self._proc,
+                check_daemon_locks=self._config.dataroot.check_daemon_locks,
+            )
+        unclean = begin_run(self.path, now, pid=os.getpid(), host=socket.gethostname())
+        if unclean is not None:
+            self.unclean_previous_stop = unclean.as_log()
+            self._metrics.unclean_shutdowns.inc()
+            self._log.warning("unclean_shutdown_detected", **unclean.as_log())
+        self.report = await anyio.to_thread.run_sync(preflight, self.path, self._proc)
+        self._log.info(
+            "data_root_inspected",
+            path=self.report.path,
+            fstype=self.report.fstype,
+            mount_point=self.report.mount_point,
+            persistent=self.report.persistent,
+            overlay2_supported=self.report.overlay2_supported,
+        )
+        log_findings(self._log, "data_root_finding", self.report.findings)
+
+    async def before_spawn(self) -> None:
+        if not self._config.dataroot.clean_pid_files:
+            return
+        paths = (Path(self._config.dockerd.pidfile), Path(self._config.dockerd.containerd_pidfile))
+        for outcome in clean_stale_pid_files(paths, self._proc):
+            if outcome.action.value != "none":
+                self._log.info("pid_file_checked", **outcome.as_log())
+
+    def dockerd_ready(self, info: dict[str, Any]) -> None:
+        driver = str(info.get("Driver") or "unknown")
+        if driver != self.storage_driver:
+            self.storage_driver = driver
+            self._log.info("storage_driver_reported", storage_driver=driver)
+            if self.report is not None:
+                log_findings(self._log, "data_root_finding", driver_findings(self.report, driver))
+
+    def stop(self, *, clean: bool) -> None:
+        if clean:
+            end_run_cleanly(self.path)
+        if self.lock is not None:
+            self.lock.release()
+
+    async def run_gc_loop(
+        self, api: PruneApi, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """While dockerd is ready: check usage every interval, prune above the high mark."""
+        settings = self._config.dataroot
+        task_status.started()
+        while True:
+            result = await run_gc(
+                api, lambda: disk_figures(self.path), settings.gc_high, settings.gc_low
+            )
+            if result.runs:
+                self.gc_runs += result.runs
+                self.gc_reclaimed += result.reclaimed_bytes
+                self._metrics.gc_runs.inc(result.runs)
+                self._metrics.gc_reclaimed.inc(result.reclaimed_bytes)
+                self._log.info("gc_finished", **result.as_log())
+            await anyio.sleep(settings.gc_interval)
+
+    def status(self) -> dict[str, Any]:
+        report = self.report
+        try:
+            figures = disk_figures(self.path)
+        except OSError:
+            figures = None
+        return {
+            "path": str(self.path),
+            "fstype": report.fstype if report else None,
+            "mount_point": report.mount_point if report else None,
+            "persistent": report.persistent if report else None,
+            "overlay2_supported": report.overlay2_supported if report else None,
+            "storage_driver": self.storage_driver,
+            "locked": bool(self.lock and self.lock.held),
+            "unclean_previous_stop": self.unclean_previous_stop,
+            "used_percent": round(figures.used_fraction * 100, 1) if figures else None,
+            "free_bytes": figures.free_bytes if figures else None,
+            "free_inodes": figures.free_inodes if figures else None,
+            "gc": {"runs": self.gc_runs, "reclaimed_bytes": self.gc_reclaimed},
+            "findings": [f.as_dict() for f in report.findings] if report else [],
+        }
+
+
+class DataRootCollector(Collector):
+    """statvfs at scrape time, and the info series once dockerd named its driver."""
+
+    def __init__(self, service: DataRootService) -> None:
+        self._service = service
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            figures = disk_figures(self._service.path)
+        except OSError:
+            figures = None
+        if figures is not None:
+            for name, text, value in (
+                ("dind_data_root_size_bytes", "Size of the data root's filesystem.",
+                 figures.size_bytes),
+                ("dind_data_root_free_bytes", "Bytes available on the data root's filesystem.",
+                 figures.free_bytes),
+                ("dind_data_root_inodes", "Inodes of the data root's filesystem.",
+                 figures.inodes),
+                ("dind_data_root_free_inodes", "Free inodes on the data root's filesystem.",
+                 figures.free_inodes),
+            ):
+                yield GaugeMetricFamily(name, text, value=value)
+        report = self._service.report
+        if report is not None:
+            labels = report.info_labels(self._service.storage_driver or "unknown")
+            info = GaugeMetricFamily(
+                "dind_data_root_info",
+                "Where the data root lives: filesystem, dockerd's storage driver, persistence.",
+                labels=list(labels),
+            )
+            info.add_metric(list(labels.values()), 1)
+            yield info

@@ -1,0 +1,203 @@
+"""The TLS component of the agent: certificates at start, rotation while running.
+
+At start it issues or verifies the certdir (in a thread: key generation and
+file hashing would block the loop) and gives dockerd the server files. Then
+it sleeps until the next renewal is due, renews, and asks the lifecycle for
+a ``tls_rotation`` restart when dockerd's own files changed (dockerd cannot
+reload TLS). A failed renewal keeps dockerd on the current certificates,
+is counted, and retried with backoff.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+
+from supervisor.config import Config
+from supervisor.dockerd.process import TlsFiles
+from supervisor.errors import CertificateError
+from supervisor.findings import Severity
+from supervisor.logs import get_logger
+from supervisor.metrics import Metrics
+from supervisor.tls import certs, rotation
+from supervisor.tls.issue import parse_key_type
+from supervisor.tls.model import CertReport, CertSpec
+from supervisor.tls.san import SanSet, default_sans, parse_tls_san, system_hostnames
+
+# A user-managed set cannot be renewed by us; look at it again daily to warn.
+_USER_MANAGED_RECHECK = dt.timedelta(days=1)
+
+
+def spec_from_config(config: Config) -> CertSpec:
+    tls = config.tls
+    source = config.sources.get("tls.key_type", "default")
+    return CertSpec(
+        key_type=parse_key_type(tls.key_type, key="tls.key_type", source=source),
+        ca_lifetime=dt.timedelta(seconds=tls.ca_lifetime),
+        server_lifetime=dt.timedelta(seconds=tls.server_lifetime),
+        client_lifetime=dt.timedelta(seconds=tls.client_lifetime),
+        renew_fraction=tls.renew_fraction,
+        client_key_mode=int(tls.client_key_mode, 8),
+        expiry_warning=dt.timedelta(seconds=tls.expiry_warning),
+        # Lifetimes of seconds (tests, demos) cannot afford a minute of backdating.
+        backdate=dt.timedelta(seconds=min(60.0, tls.server_lifetime / 100)),
+    )
+
+
+def sans_from_config(config: Config, proc_root: Path = Path("/proc")) -> SanSet:
+    source = config.sources.get("tls.san", "environment DOCKER_TLS_SAN")
+    extra = parse_tls_san(config.tls.san, source=source, key="DOCKER_TLS_SAN")
+    return default_sans(hostnames=system_hostnames(), proc_root=proc_root, extra=extra)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class TlsService:
+    """Owns the certdir for the agent's lifetime."""
+
+    def __init__(
+        self,
+        config: Config,
+        metrics: Metrics,
+        *,
+        request_restart: Callable[[], None],
+        now: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self.certdir = Path(config.tls.certdir)
+        self.spec = spec_from_config(config)
+        self.enabled_rotation = config.tls.rotate
+        self._config = config
+        self._metrics = metrics
+        self._request_restart = request_restart
+        self._now = now
+        self._log = get_logger(component="tls")
+        self.report: CertReport | None = None
+        self.failures = 0
+        self.next_at: dt.datetime | None = None
+        # Computed once: SANs must match exactly, and docker0 appearing later
+        # must not trigger a reissue.
+        self.sans: SanSet | None = None
+
+    @property
+    def files(self) -> TlsFiles:
+        server = self.certdir / "server"
+        return TlsFiles(ca=server / "ca.pem", cert=server / "cert.pem", key=server / "key.pem")
+
+    async def ensure(self) -> CertReport:
+        """Issue what is missing or due; raises CertificateError (exit 2) on bad files."""
+        if self.sans is None:
+            self.sans = sans_from_config(self._config)
+        started = anyio.current_time()
+        report = await anyio.to_thread.run_sync(
+            certs.ensure, self.certdir, self.spec, self.sans, self._now()
+        )
+        self._publish(report)
+        self._log.info(
+            "certificates_ready",
+            certdir=str(self.certdir),
+            user_managed=report.user_managed,
+            issued=[c.cert for c in report.changes],
+            seconds=round(anyio.current_time() - started, 3),
+        )
+        return report
+
+    def _publish(self, report: CertReport) -> None:
+        self.report = report
+        for status in report.certs:
+            self._metrics.tls_not_after.labels(cert=status.name).set(status.not_after.timestamp())
+            self._metrics.tls_not_before.labels(cert=status.name).set(
+                status.not_before.timestamp()
+            )
+        for finding in report.findings:
+            level = "warning" if finding.severity >= Severity.WARNING else "info"
+            getattr(self._log, level)(
+                "certificate_finding", message=finding.message, remedy=finding.remedy
+            )
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Renew certificates when due, until cancelled."""
+        task_status.started()
+        if not self.enabled_rotation:
+            return
+        while True:
+            if self.report is None:
+                raise RuntimeError("TlsService.ensure() must run before run()")
+            now = self._now()
+            due = rotation.next_rotation(self.report, now)
+            if self.failures:
+                due = now + rotation.retry_delay(self.failures)
+            elif due is None:
+                due = now + _USER_MANAGED_RECHECK
+            self.next_at = due
+            await anyio.sleep(max(0.0, (due - now).total_seconds()))
+            await self.rotate_once()
+
+    async def rotate_once(self, *, force: bool = False) -> bool:
+        """One renewal attempt; True when something was renewed."""
+        if self.sans is None:
+            self.sans = sans_from_config(self._config)
+        try:
+            result = await anyio.to_thread.run_sync(
+                lambda: rotation.rotate(
+                    self.certdir, self.spec, self.sans or SanSet(), self._now(), force=force
+                )
+            )
+        except CertificateError as exc:
+            self.failures += 1
+            self._metrics.tls_rotation_failures.inc()
+            self._log.error(
+                "certificate_rotation_failed",
+                error=exc.message,
+                remedy=exc.remedy,
+                path=exc.path,
+                failures=self.failures,
+                retry_in_seconds=rotation.retry_delay(self.failures).total_seconds(),
+            )
+            return False
+        self.failures = 0
+        self._publish(result.report)
+        for name in result.rotated:
+            self._metrics.tls_rotations.labels(cert=name).inc()
+        if result.changes:
+            self._log.info(
+                "certificates_rotated",
+                certs=[
+                    {"cert": c.cert, "reason": c.reason, "old_serial": c.old_serial,
+                     "new_serial": c.new_serial}
+                    for c in result.changes
+                ],
+                restart_dockerd=result.restart_dockerd,
+            )
+        if result.restart_dockerd:
+            self._request_restart()
+        return bool(result.changes)
+
+    def status(self) -> dict[str, Any]:
+        now = self._now()
+        report = self.report
+        return {
+            "enabled": True,
+            "certdir": str(self.certdir),
+            "user_managed": report.user_managed if report else None,
+            "next_rotation": self.next_at.isoformat() if self.next_at else None,
+            "rotation_failures": self.failures,
+            "certificates": [
+                {
+                    "name": c.name,
+                    "path": c.path,
+                    "serial": format(c.serial, "x"),
+                    "not_before": c.not_before.isoformat(),
+                    "not_after": c.not_after.isoformat(),
+                    "days_left": round(c.days_left(now), 2),
+                    "renew_at": c.renew_at.isoformat() if c.renew_at else None,
+                }
+                for c in (report.certs if report else ())
+            ],
+        }
