@@ -13,6 +13,8 @@ APT_PACKAGES=(
   busybox-static  # the tiny test image (docker import)
   prometheus      # promtool: checks metrics and alert rules
   debootstrap     # the rootfs of the nested DinD test image
+  xfsprogs        # an xfs loop image for the d_type preflight test
+  systemd         # systemd-analyze verifies the unit file
   curl procps psmisc ca-certificates
   python3-venv
 )

@@ -39,8 +39,10 @@ from supervisor.errors import SupervisorError
 from supervisor.http import HttpEndpoint, build_app
 from supervisor.logs import get_logger
 from supervisor.metrics import Metrics
+from supervisor.network import detect_mtu
 from supervisor.notify import SystemdNotifier
-from supervisor.procstats import ProcessFigures
+from supervisor.policy.service import PolicyService
+from supervisor.procstats import ProcessFigures, pid_from_file
 from supervisor.tls.service import TlsService
 
 
@@ -103,6 +105,9 @@ class Agent:
         )
         self.prepare_report: Any = None
         self.prepare_env: dict[str, str] = {}
+        self.policy = PolicyService(
+            config, self.metrics, under_init=under_init, dockerd_pid=self._dockerd_pid
+        )
         self.containers = ContainerTable()
         self.metrics.register(ContainerCollector(self.containers))
         self.daemon = Daemon(
@@ -112,14 +117,35 @@ class Agent:
             argv=self.dockerd_argv,
             env=self.dockerd_env,
             before_spawn=[self.prepare_spawn, self.data_root.before_spawn],
+            observers=[self.policy.observe_line],
+            wrap=self.policy.wrap,
         )
-        self.metrics.register(ProcessFigures(lambda: self.daemon.pid, expect_comm="dockerd"))
+        self.metrics.register(ProcessFigures(self._dockerd_pid, expect_comm="dockerd"))
+        self.metrics.register(
+            ProcessFigures(
+                pid_from_file(str(config.dockerd.containerd_pidfile)),
+                process="containerd",
+                expect_comm="containerd",
+            )
+        )
         self.daemon.state_listeners.append(self._on_dockerd_state)
+
+    def _dockerd_pid(self) -> int | None:
+        # Collectors are asked for samples as soon as they are registered,
+        # which is before the daemon exists.
+        daemon: Daemon | None = getattr(self, "daemon", None)
+        return daemon.pid if daemon is not None else None
 
     # What dockerd gets ----------------------------------------------------
 
     def dockerd_argv(self) -> list[str]:
-        return build_argv(self.config, tls=self.tls.files if self.tls else None)
+        mtu = self.config.dockerd.mtu or detect_mtu()
+        return build_argv(
+            self.config,
+            tls=self.tls.files if self.tls else None,
+            mtu=mtu,
+            extra=self.policy.extra_dockerd_args(),
+        )
 
     def dockerd_env(self) -> dict[str, str]:
         drop = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
@@ -141,6 +167,7 @@ class Agent:
 
     async def start_up(self) -> None:
         """Everything that must hold before dockerd may start; errors end the agent."""
+        await anyio.to_thread.run_sync(self.policy.start)
         if self.should_prepare:
             await self._prepare()
         await self.data_root.start()
@@ -185,6 +212,7 @@ class Agent:
             "tls": self.tls.status() if self.tls else {"enabled": False},
             "data_root": self.data_root.status(),
             "prepare": self.prepare_report.as_dict() if self.prepare_report else None,
+            "policy": self.policy.status(),
             "containers": dict(figures.by_state),
         }
 

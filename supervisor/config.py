@@ -134,6 +134,25 @@ class PrepareConfig:
     iptables: str = _opt("auto", "iptables backend: auto, legacy, nft or off")
 
 
+def _raw(help_text: str) -> Any:
+    return field(default=None, metadata={"raw": True, "help": help_text})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyConfig:
+    """Raw values; ``supervisor.policy.parse_policy`` validates and merges them."""
+
+    mode: Any = _raw("best-effort (apply what the kernel allows, explain the rest) or strict")
+    init_oom_score_adj: Any = _raw("oom_score_adj of PID 1 (default -999) or 'inherit'")
+    agent_oom_score_adj: Any = _raw("oom_score_adj of the agent (default -900) or 'inherit'")
+    dockerd_oom_score_adj: Any = _raw("oom_score_adj of dockerd (default -500) or 'inherit'")
+    agent_rlimits: Any = _raw("rlimits of the agent: 'nofile=4096:8192,core=0'")
+    dockerd_rlimits: Any = _raw(
+        "rlimits of dockerd and its containers (default nofile=1048576,nproc=unlimited,"
+        "core=unlimited); a TOML table or 'name=soft:hard,...'"
+    )
+
+
 _LOG_FORMATS = ("auto", "json", "console")
 _KEY_TYPES = ("ecdsa-p256", "rsa-2048", "rsa-3072", "rsa-4096")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -150,6 +169,7 @@ class Config:
     tls: TlsConfig = field(default_factory=TlsConfig)
     dataroot: DataRootConfig = field(default_factory=DataRootConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     # Where each non-default value came from, for error messages later on.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -206,6 +226,8 @@ def _parse_bool(value: object) -> bool:
 
 def _coerce(section: str, key: str, value: object) -> object:
     meta = section_fields(section)[key].metadata
+    if meta.get("raw"):
+        return value
     kind = field_type(section, key)
     if meta.get("duration"):
         return parse_duration(value)
@@ -446,7 +468,21 @@ def load(
     sections = {name: SECTIONS[name](**values) for name, values in merged.items()}
     config = Config(**sections, sources=sources)
     _validate(config)
+    resolved_policy(config)
     return config
+
+
+def resolved_policy(config: Config) -> Any:
+    """The resource policy (``supervisor.policy.Policy``) with every layer applied in order."""
+    from supervisor.policy.spec import DEFAULT_POLICY, parse_policy
+
+    policy = DEFAULT_POLICY
+    for f in dataclasses.fields(PolicyConfig):
+        value = getattr(config.policy, f.name)
+        if value is not None:
+            source = config.sources.get(f"policy.{f.name}", "default")
+            policy = parse_policy({f.name: value}, source, base=policy)
+    return policy
 
 
 def describe() -> list[tuple[str, str, object, str]]:

@@ -64,8 +64,11 @@ def run(agent: Callable[[], int]) -> int:
             code = agent()
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
-        except BaseException as exc:  # last resort in a forked child
-            print(f"dind-supervisor: agent crashed: {exc!r}", file=sys.stderr, flush=True)
+        except BaseException:  # last resort in a forked child
+            import traceback
+
+            print("dind-supervisor: agent crashed:", file=sys.stderr)
+            traceback.print_exc()
             code = 1
         finally:
             sys.stdout.flush()

@@ -27,6 +27,10 @@ from supervisor.dockerd.lifecycle import RestartReason, State
 # `_created` series double the exposition and no dashboard or rule uses them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
+_RLIMIT_NAMES = (
+    "cpu", "fsize", "data", "stack", "core", "rss", "nproc", "nofile", "memlock", "as",
+    "locks", "sigpending", "msgqueue", "nice", "rtprio", "rttime",
+)
 _READY_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0)
 _PING_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -113,16 +117,7 @@ class Metrics:
             registry=r,
         )
 
-        # Resource policy.
-        self.rlimit = Gauge(
-            "dind_rlimit",
-            "Resource limit in force (-1 means unlimited), by process, resource and soft/hard.",
-            ["process", "resource", "limit"],
-            registry=r,
-        )
-        self.oom_score_adj = Gauge(
-            "dind_oom_score_adj", "oom_score_adj in force, by process.", ["process"], registry=r
-        )
+        # Resource policy (dind_rlimit and dind_oom_score_adj: PolicyCollector, from /proc).
         self.policy_errors = Counter(
             "dind_policy_errors",
             "Parts of the resource policy the kernel refused, by kind and resource.",
@@ -150,6 +145,16 @@ class Metrics:
             "Bytes reclaimed by disk-pressure garbage collection.",
             registry=r,
         )
+
+        # Series that exist from the start, so increase() sees their first step.
+        for cert in ("ca", "server", "client"):
+            self.tls_rotations.labels(cert=cert)
+        for resource in _RLIMIT_NAMES:
+            self.rlimit_errors.labels(resource=resource)
+            for kind in ("clamped", "refused"):
+                self.policy_errors.labels(kind=kind, resource=resource)
+        for kind in ("clamped", "refused"):
+            self.policy_errors.labels(kind=kind, resource="oom_score_adj")
 
     def set_state(self, state: State) -> None:
         for each in State:

@@ -47,6 +47,7 @@ class Daemon:
         before_spawn: Sequence[Hook] = (),
         observers: Sequence[LineObserver] = (),
         pass_fds: Callable[[], Sequence[int]] = tuple,
+        wrap: Callable[[Sequence[str], Mapping[str, str]], Sequence[str]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -58,6 +59,8 @@ class Daemon:
         self._before_spawn = list(before_spawn)
         self._observers = list(observers)
         self._pass_fds = pass_fds
+        # The exec wrapper (resource policy) goes in front of the argv we log.
+        self._wrap = wrap
         self._clock = clock
         self._wall = wall_clock
         self._log = get_logger(component="dockerd")
@@ -234,10 +237,11 @@ class Daemon:
         listener = NotifyListener(path)
         await listener.__aenter__()
         env = {**self._env(), "NOTIFY_SOCKET": str(path)}
+        command = list(self._wrap(argv, env)) if self._wrap else argv
         self._spawned_at = self._clock()
         try:
             process = await DockerdProcess.spawn(
-                argv, env=env, observers=self._observers, pass_fds=self._pass_fds()
+                command, env=env, observers=self._observers, pass_fds=self._pass_fds()
             )
         except OSError as exc:
             await listener.__aexit__(None, None, None)
@@ -249,7 +253,7 @@ class Daemon:
         self._process = process
         self._metrics.dockerd_start_time.set(self._wall())
         self._log.info(
-            "dockerd_started", pid=process.pid, argv=argv,
+            "dockerd_started", pid=process.pid, argv=argv, wrapped=command != argv,
             restart_reason=reason.value if reason else None,
         )
         tg.start_soon(self._supervise_process, process, listener)

@@ -256,8 +256,16 @@ class Sandbox:
         return self.socket.exists() and self.docker("version", timeout=10, check=False).returncode == 0
 
     def wait_ready(self, timeout: float = 30) -> None:
-        poll(lambda: self.http("/readyz")[0] == 200, timeout=timeout, interval=0.05,
-             what=f"/readyz = 200; log:\n{self.log_tail()}")
+        def ready() -> bool:
+            if not self.alive:
+                raise AssertionError(f"the agent exited ({self.process.returncode}):\n"  # type: ignore[union-attr]
+                                     f"{self.log_tail()}")
+            return self.http("/readyz")[0] == 200
+
+        try:
+            poll(ready, timeout=timeout, interval=0.05, what="/readyz = 200")
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}; log:\n{self.log_tail()}") from None
 
     # Logs ----------------------------------------------------------------------
 

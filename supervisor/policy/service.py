@@ -1,0 +1,167 @@
+"""The resource-policy component of the agent: plan once, apply, wrap dockerd, explain.
+
+Before anything else starts: read what this container received, plan what
+the kernel will grant, refuse to start in strict mode (exit 2) or log each
+clamp once and count it, and apply the agent's own values. dockerd gets its
+values from an exec wrapper so that containerd and every container inherit
+them from their first instruction. While dockerd runs, its output is
+watched for runc's policy refusals; each is logged decoded and counted.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from supervisor.config import Config, resolved_policy
+from supervisor.logs import DockerdLine, get_logger
+from supervisor.metrics import Metrics
+from supervisor.policy import Plan, apply_to_agent, explain_runtime_error, plan, read_facts
+from supervisor.policy.figures import policy_figures
+from supervisor.policy.plan import strict_error
+from supervisor.policy.probe import find_children
+from supervisor.policy.spec import Mode
+
+# dockerd lost --oom-score-adjust in v26; before that it sets -500 itself and
+# would override the policy's value on hosts that allow it.
+_LAST_VERSION_WITH_OOM_FLAG = 25
+
+
+def dockerd_major_version(binary: str) -> int | None:
+    try:
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r"version (\d+)\.", out)
+    return int(match.group(1)) if match else None
+
+
+class PolicyService:
+    def __init__(
+        self,
+        config: Config,
+        metrics: Metrics,
+        *,
+        under_init: bool,
+        dockerd_pid: Callable[[], int | None] = lambda: None,
+    ) -> None:
+        self._config = config
+        self._metrics = metrics
+        self._under_init = under_init
+        self._log = get_logger(component="policy")
+        self.policy = resolved_policy(config)
+        self.plan: Plan | None = None
+        self.deviations: list[dict[str, Any]] = []
+        self.runtime_errors = 0
+        self._dockerd_pid = dockerd_pid
+        self.oom_flag: bool = False
+        metrics.register(PolicyCollector(self))
+
+    def start(self) -> None:
+        """Plan and apply; raises PolicyError (exit 2) in strict mode when refused."""
+        facts = read_facts(init_pid=1 if self._under_init else None)
+        planned = plan(self.policy, facts, check=False)
+        if planned.deviations and self.policy.mode is Mode.STRICT:
+            raise strict_error(planned.deviations)
+        self.plan = planned
+        self._record(planned.deviations, "policy_clamped")
+        refused = apply_to_agent(planned)
+        self._record(refused, "policy_refused")
+        major = dockerd_major_version(self._config.dockerd.binary)
+        self.oom_flag = major is not None and major <= _LAST_VERSION_WITH_OOM_FLAG
+        self._log.info(
+            "policy_applied",
+            mode=self.policy.mode.value,
+            deviations=len(planned.deviations) + len(refused),
+            dockerd_oom_score_adj=planned.dockerd.expected_oom_score_adj,
+        )
+
+    def _record(self, deviations: Sequence[Any], event: str) -> None:
+        for deviation in deviations:
+            self.deviations.append({"message": deviation.message, **deviation.as_event()})
+            self._metrics.policy_errors.labels(**deviation.metric_labels()).inc()
+            self._log.warning(event, **deviation.as_event())
+
+    def extra_dockerd_args(self) -> list[str]:
+        expected = self.plan.dockerd.expected_oom_score_adj if self.plan else None
+        if self.oom_flag and expected is not None:
+            user = self._config.dockerd.args
+            if not any(arg.startswith("--oom-score-adjust") for arg in user):
+                return [f"--oom-score-adjust={expected}"]
+        return []
+
+    def wrap(self, argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
+        from supervisor.policy import wrap_argv
+
+        if self.plan is None:
+            return list(argv)
+        return wrap_argv(self.plan, argv, env=env)
+
+    def observe_line(self, line: DockerdLine) -> None:
+        """dockerd output observer: decode runc's policy refusals."""
+        if "rlimit" not in line.message and "oom_score_adj" not in line.message and (
+            "final child's PID" not in line.message and "policy" not in line.message
+        ):
+            return
+        explained = explain_runtime_error(line.message, dockerd_pid=self._dockerd_pid())
+        if explained is None:
+            return
+        self.runtime_errors += 1
+        name, labels = explained.metric()
+        if name == "dind_rlimit_errors_total":
+            self._metrics.rlimit_errors.labels(**labels).inc()
+        else:
+            self._metrics.policy_errors.labels(**labels).inc()
+        self._log.error("container_policy_refused", **explained.as_event())
+
+    def processes(self) -> dict[str, int | str]:
+        found: dict[str, int | str] = {"agent": "self"}
+        dockerd = self._dockerd_pid()
+        if dockerd is not None:
+            found["dockerd"] = dockerd
+            children = find_children("/proc", dockerd, comm="containerd")
+            if children:
+                found["containerd"] = children[0]
+        return found
+
+    def status(self) -> dict[str, Any]:
+        figures = policy_figures(self.processes())
+        oom = dict(figures.oom_score_adj)
+        return {
+            "mode": self.policy.mode.value,
+            "oom_score_adj": oom,
+            "deviations": [d["message"] for d in self.deviations],
+            "runtime_errors": self.runtime_errors,
+        }
+
+
+class PolicyCollector(Collector):
+    """dind_rlimit and dind_oom_score_adj read from /proc at scrape time."""
+
+    def __init__(self, service: PolicyService) -> None:
+        self._service = service
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        figures = policy_figures(self._service.processes(), proc_root=Path("/proc"))
+        rlimit = GaugeMetricFamily(
+            "dind_rlimit",
+            "Resource limit in force (+Inf: unlimited), by process, resource and soft/hard.",
+            labels=["process", "resource", "limit"],
+        )
+        for labels, value in figures.rlimits:
+            rlimit.add_metric(list(labels), value)
+        yield rlimit
+        oom = GaugeMetricFamily(
+            "dind_oom_score_adj", "oom_score_adj in force, by process.", labels=["process"]
+        )
+        for process, value in figures.oom_score_adj:
+            oom.add_metric([process], value)
+        yield oom
