@@ -84,8 +84,15 @@ class Sandbox:
     def start(self) -> Sandbox:
         ensure_mountpoints()
         agent = self.command or [
-            PYTHON, "-m", "supervisor", "run", "--log-level", "debug", *self.agent_args,
-            "--", *self.dockerd_args,
+            PYTHON,
+            "-m",
+            "supervisor",
+            "run",
+            "--log-level",
+            "debug",
+            *self.agent_args,
+            "--",
+            *self.dockerd_args,
         ]
         script = " && ".join(
             [
@@ -106,8 +113,18 @@ class Sandbox:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [
-                "unshare", "--pid", "--fork", "--mount", "--net", "--mount-proc",
-                "--propagation", "private", "--", "/bin/sh", "-c", script,
+                "unshare",
+                "--pid",
+                "--fork",
+                "--mount",
+                "--net",
+                "--mount-proc",
+                "--propagation",
+                "private",
+                "--",
+                "/bin/sh",
+                "-c",
+                script,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -179,9 +196,7 @@ class Sandbox:
                 status = (entry / "status").read_text()
             except OSError:
                 continue
-            fields = dict(
-                line.split(":\t", 1) for line in status.splitlines() if ":\t" in line
-            )
+            fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
             inner = int(fields.get("NSpid", "0").split()[-1])
             found[int(entry.name)] = (inner, fields.get("Name", ""), fields.get("State", "")[:1])
         return found
@@ -202,20 +217,41 @@ class Sandbox:
                 return pid
         return None
 
-    def nsenter(self, *cmd: str, timeout: float = 30, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    def nsenter(
+        self, *cmd: str, timeout: float = 30, **kwargs: Any
+    ) -> subprocess.CompletedProcess[str]:
         assert self.pid1 is not None
         return subprocess.run(
             ["nsenter", "-t", str(self.pid1), "-n", "-m", "-p", "--", *cmd],
-            capture_output=True, text=True, timeout=timeout, check=False, **kwargs,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            **kwargs,
         )
 
     def http(self, path: str, *, timeout: float = 5) -> tuple[int, str]:
         """GET the agent's endpoint from inside the namespace's network."""
         assert self.pid1 is not None
         result = subprocess.run(
-            ["nsenter", "-t", str(self.pid1), "-n", "--", "curl", "-s", "-m", str(timeout),
-             "-w", "\n%{http_code}", f"http://127.0.0.1:9324{path}"],
-            capture_output=True, text=True, timeout=timeout + 5, check=False,
+            [
+                "nsenter",
+                "-t",
+                str(self.pid1),
+                "-n",
+                "--",
+                "curl",
+                "-s",
+                "-m",
+                str(timeout),
+                "-w",
+                "\n%{http_code}",
+                f"http://127.0.0.1:9324{path}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout + 5,
+            check=False,
         )
         body, _, code = result.stdout.rpartition("\n")
         return int(code or 0), body
@@ -242,10 +278,15 @@ class Sandbox:
     def socket(self) -> Path:
         return self.run_dir / "docker.sock"
 
-    def docker(self, *args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def docker(
+        self, *args: str, timeout: float = 60, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             ["docker", "-H", f"unix://{self.socket}", *args],
-            capture_output=True, text=True, timeout=timeout, check=False,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
             env={**os.environ, "DOCKER_CONFIG": str(self.root / "docker-config")},
         )
         if check and result.returncode != 0:
@@ -253,13 +294,17 @@ class Sandbox:
         return result
 
     def docker_answers(self) -> bool:
-        return self.socket.exists() and self.docker("version", timeout=10, check=False).returncode == 0
+        return (
+            self.socket.exists() and self.docker("version", timeout=10, check=False).returncode == 0
+        )
 
     def wait_ready(self, timeout: float = 30) -> None:
         def ready() -> bool:
             if not self.alive:
-                raise AssertionError(f"the agent exited ({self.process.returncode}):\n"  # type: ignore[union-attr]
-                                     f"{self.log_tail()}")
+                raise AssertionError(
+                    f"the agent exited ({self.process.returncode}):\n"  # type: ignore[union-attr]
+                    f"{self.log_tail()}"
+                )
             return self.http("/readyz")[0] == 200
 
         try:

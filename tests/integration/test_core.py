@@ -79,7 +79,8 @@ def test_term_to_pid1_stops_dockerd_with_one_term_and_exits_0(
     terms = [line for line in box.iter_dockerd_lines() if "Processing signal" in line]
     assert terms == ["Processing signal 'terminated'"]
     exited = box.events_named("dockerd_exited")
-    assert exited and exited[-1]["exit_code"] == 0
+    assert exited
+    assert exited[-1]["exit_code"] == 0
     assert box.ns_processes() == {}
 
 
@@ -113,7 +114,8 @@ def test_dockerd_that_cannot_start_backs_off_then_exit_1_with_its_error(
     delays = [e["delay_seconds"] for e in box.events_named("dockerd_restart_delayed")]
     assert delays == pytest.approx([0.2, 0.4], abs=0.05)
     failed = box.events_named("agent_failed")
-    assert failed and "unknown flag: --no-such-flag" in failed[0]["error"]
+    assert failed
+    assert "unknown flag: --no-such-flag" in failed[0]["error"]
 
 
 def test_agent_killed_by_signal_gives_128_plus_n(sandboxes: Callable[..., Sandbox]) -> None:
@@ -131,7 +133,8 @@ def test_config_error_exits_2_before_starting_anything(sandboxes: Callable[..., 
     box = sandboxes(agent_args=["--restart-max-failures", "zero"])
     assert box.wait(timeout=15) == 2
     text = box.log_text()
-    assert "restart.max_failures='zero'" in text and "flag --restart-max-failures" in text
+    assert "restart.max_failures='zero'" in text
+    assert "flag --restart-max-failures" in text
     assert not box.socket.exists()
 
 
