@@ -14,6 +14,7 @@ DOCKER_HOST (a unix socket).
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import tomllib
 import typing
@@ -207,6 +208,8 @@ def parse_duration(value: object) -> float:
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
     else:
         raise ValueError("expected a duration such as 30, '500ms', '30s', '5m', '2h' or '30d'")
+    if not math.isfinite(seconds):
+        raise ValueError("a duration must be a finite number of seconds")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return seconds
@@ -245,9 +248,12 @@ def _coerce(section: str, key: str, value: object) -> object:
         if isinstance(value, bool):
             raise ValueError("expected a number, got a boolean")
         try:
-            return float(value)  # type: ignore[arg-type]
+            number = float(value)  # type: ignore[arg-type]
         except (TypeError, ValueError):
             raise ValueError("expected a number") from None
+        if not math.isfinite(number):
+            raise ValueError("expected a finite number")
+        return number
     if kind is Path:
         if not isinstance(value, str) or not value:
             raise ValueError("expected a non-empty path")
@@ -371,7 +377,7 @@ def _validate(config: Config) -> None:
         fail("dockerd", "start_timeout", config.dockerd.start_timeout, "must be above 0")
     if config.dockerd.stop_timeout <= 0:
         fail("dockerd", "stop_timeout", config.dockerd.stop_timeout, "must be above 0")
-    if not 0 <= config.dockerd.mtu <= 65535:
+    if config.dockerd.mtu != 0 and not 68 <= config.dockerd.mtu <= 65535:
         fail("dockerd", "mtu", config.dockerd.mtu, "must be 0 (detect) or 68..65535")
     if config.restart.backoff_factor < 1:
         fail("restart", "backoff_factor", config.restart.backoff_factor, "must be 1 or more")

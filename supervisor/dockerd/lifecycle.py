@@ -204,7 +204,10 @@ def _terminate(m: Machine, now: float, grace: float, **changes: object) -> tuple
 
 def _after_exit(m: Machine, event: Exited, now: float) -> tuple[Machine, list[Action]]:
     """dockerd is gone: stop, restart at once, back off, or give up."""
-    m = dataclasses.replace(m, alive=False, last_exit=event.returncode, deadline=None)
+    # A restart queued while this process was starting has happened by itself.
+    m = dataclasses.replace(
+        m, alive=False, last_exit=event.returncode, deadline=None, queued_restart=None
+    )
     if m.stop_requested:
         return dataclasses.replace(m, state=State.EXITED), [Finish(0)]
     reason = m.restart_reason or RestartReason.EXIT
