@@ -1,48 +1,170 @@
-"""Renders the /status document as the readable summary of ``dind-supervisor status``."""
+"""Renders the /status document (docs/status.md) as the readable summary of ``status``.
+
+Owns the text layout only: one labelled line per area, continuation lines
+indented under it. Does not fetch the document (cli.py does) nor define its
+schema (docs/status.md). Tolerates missing keys and ``null`` values, since an
+agent that is starting, or an older or newer one, may not fill every part.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
+_LABEL = 11  # width of the label column: "containers " is the longest
+_SEVERE = ("warning", "error")
 
-def _when(timestamp: object) -> str:
-    if not isinstance(timestamp, int | float):
+
+def _line(label: str, text: str) -> str:
+    return f"{label:<{_LABEL}}{text}".rstrip()
+
+
+def _when(value: object) -> str:
+    """Unix seconds or an ISO 8601 string, as 'YYYY-MM-DD HH:MM:SS UTC'; '-' when absent."""
+    if isinstance(value, bool) or value is None:
         return "-"
-    return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    try:
+        if isinstance(value, int | float):
+            moment = dt.datetime.fromtimestamp(value, tz=dt.UTC)
+        elif isinstance(value, str):
+            moment = dt.datetime.fromisoformat(value).astimezone(dt.UTC)
+        else:
+            return "-"
+    except (ValueError, OverflowError, OSError):
+        return str(value)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def render(document: dict[str, Any]) -> str:
-    lines: list[str] = []
-    agent = document.get("agent", {})
-    lines.append(f"agent    {agent.get('version', '?')} pid {agent.get('pid', '?')},"
-                 f" up since {_when(agent.get('started_at'))}")
-    d = document.get("dockerd", {})
-    restarts = d.get("restarts") or {}
-    restart_text = ", ".join(f"{k} {v}" for k, v in sorted(restarts.items())) or "none"
-    lines.append(f"dockerd  {d.get('state', '?')} (pid {d.get('pid') or '-'}),"
-                 f" since {_when(d.get('since'))}")
-    lines.append(f"         restarts: {restart_text}; last exit code: "
-                 f"{d.get('last_exit_code') if d.get('last_exit_code') is not None else '-'}")
+def _bytes(value: object) -> str:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return "-"
+    amount = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(amount) < 1024 or unit == "TiB":
+            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    raise AssertionError("unreachable")
+
+
+def _counts(mapping: object) -> str:
+    if not isinstance(mapping, Mapping):
+        return "-"
+    parts = [f"{key} {value}" for key, value in sorted(mapping.items()) if value]
+    return ", ".join(parts) or "none"
+
+
+def _agent(doc: Mapping[str, Any]) -> list[str]:
+    agent = doc.get("agent") or {}
+    role = ", PID 1 init" if agent.get("under_init") else ""
+    return [_line("agent", f"{agent.get('version', '?')} (pid {agent.get('pid', '?')}{role}),"
+                           f" up since {_when(agent.get('started_at'))}")]
+
+
+def _dockerd(doc: Mapping[str, Any]) -> list[str]:
+    d = doc.get("dockerd") or {}
+    exit_code = d.get("last_exit_code")
+    lines = [
+        _line("dockerd", f"{d.get('state', '?')} (pid {d.get('pid') or '-'}),"
+                         f" {'ready' if d.get('ready') else 'not ready'},"
+                         f" since {_when(d.get('since'))}"),
+        _line("", f"restarts: {_counts(d.get('restarts'))};"
+                  f" last exit code: {'-' if exit_code is None else exit_code}"),
+    ]
     if d.get("last_error"):
-        lines.append(f"         last error: {d['last_error']}")
-    for cert in document.get("tls", {}).get("certificates", []):
-        lines.append(f"tls      {cert.get('name')}: not after {cert.get('not_after')},"
-                     f" {cert.get('days_left')} days left")
-    policy = document.get("policy")
-    if policy:
-        for item in policy.get("deviations", []):
-            lines.append(f"policy   {item}")
-    data_root = document.get("data_root")
-    if data_root:
-        lines.append(
-            f"data     {data_root.get('path')}: {data_root.get('fstype')},"
-            f" persistent {data_root.get('persistent')},"
-            f" storage driver {data_root.get('storage_driver') or '-'},"
-            f" {data_root.get('used_percent', '-')}% used"
-        )
-    containers = document.get("containers")
-    if containers:
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(containers.items()) if v)
-        lines.append(f"containers {counts or 'none'}")
+        lines.append(_line("", f"last error: {d['last_error']}"))
+    return lines
+
+
+def _tls(doc: Mapping[str, Any]) -> list[str]:
+    tls = doc.get("tls") or {}
+    if not tls.get("enabled"):
+        return [_line("tls", "off (DOCKER_TLS_CERTDIR is empty)")]
+    managed = " (user-managed: verified, never written)" if tls.get("user_managed") else ""
+    lines = [_line("tls", f"{tls.get('certdir', '?')}{managed},"
+                          f" next rotation {_when(tls.get('next_rotation'))}")]
+    if tls.get("rotation_failures"):
+        lines.append(_line("", f"rotation failures: {tls['rotation_failures']}"))
+    for cert in tls.get("certificates") or []:
+        days = cert.get("days_left")
+        days_text = f"{days:.1f} days left" if isinstance(days, int | float) else "? days left"
+        lines.append(_line("", f"{cert.get('name', '?')}: not after"
+                               f" {_when(cert.get('not_after'))} ({days_text})"))
+    return lines
+
+
+def _policy(doc: Mapping[str, Any]) -> list[str]:
+    policy = doc.get("policy")
+    if not policy:
+        return []
+    oom = policy.get("oom_score_adj") or {}
+    oom_text = ", ".join(
+        f"{name} {value:g}" if isinstance(value, int | float) else f"{name} {value}"
+        for name, value in sorted(oom.items())
+    ) or "-"
+    lines = [_line("policy", f"{policy.get('mode', '?')}; oom_score_adj: {oom_text}")]
+    if policy.get("runtime_errors"):
+        lines.append(_line("", f"rlimit errors seen in dockerd's output: "
+                               f"{policy['runtime_errors']}"))
+    lines.extend(_line("", f"not applied: {item}") for item in policy.get("deviations") or [])
+    return lines
+
+
+def _data_root(doc: Mapping[str, Any]) -> list[str]:
+    data = doc.get("data_root")
+    if not data:
+        return []
+    persistent = {True: "persistent", False: "NOT persistent", None: "persistence unknown"}
+    used = data.get("used_percent")
+    lines = [
+        _line("data root", f"{data.get('path', '?')}: {data.get('fstype') or '?'},"
+                           f" {persistent.get(data.get('persistent'), '?')},"
+                           f" storage driver {data.get('storage_driver') or '-'}"),
+        _line("", f"{'-' if used is None else used}% used, {_bytes(data.get('free_bytes'))}"
+                  f" free, {data.get('free_inodes', '-')} inodes free"),
+    ]
+    gc = data.get("gc") or {}
+    if gc.get("runs"):
+        lines.append(_line("", f"gc: {gc['runs']} runs reclaimed"
+                               f" {_bytes(gc.get('reclaimed_bytes'))}"))
+    lines.extend(_findings(data.get("findings")))
+    return lines
+
+
+def _findings(findings: object) -> list[str]:
+    lines = []
+    for finding in findings if isinstance(findings, list) else []:
+        if finding.get("severity") in _SEVERE:
+            lines.append(_line("", f"{finding['severity']}: {finding.get('message')}"))
+            if finding.get("remedy"):
+                lines.append(_line("", f"  remedy: {finding['remedy']}"))
+    return lines
+
+
+def _prepare(doc: Mapping[str, Any]) -> list[str]:
+    prepare = doc.get("prepare")
+    if not prepare:
+        return [_line("prepare", "not run (not PID 1, or turned off)")]
+    steps = prepare.get("steps") or {}
+    outcomes = ", ".join(f"{name} {step.get('outcome', '?')}" for name, step in steps.items())
+    backend = prepare.get("iptables_backend")
+    lines = [_line("prepare", f"{outcomes or '-'}"
+                              f"{f'; iptables {backend}' if backend else ''}"
+                              f"{' (dry run)' if prepare.get('dry_run') else ''}")]
+    for step in steps.values():
+        lines.extend(_findings(step.get("findings")))
+    return lines
+
+
+def _containers(doc: Mapping[str, Any]) -> list[str]:
+    if "containers" not in doc:
+        return []
+    return [_line("containers", _counts(doc.get("containers")))]
+
+
+def render(document: Mapping[str, Any]) -> str:
+    """The summary, one area per labelled line; never raises on a partial document."""
+    lines: list[str] = []
+    for part in (_agent, _dockerd, _tls, _policy, _data_root, _prepare, _containers):
+        lines.extend(part(document))
     return "\n".join(lines)
