@@ -220,9 +220,13 @@ def find_foreign_daemon(data_root: Path, proc_root: Path = Path("/proc")) -> Hol
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             st = os.fstat(fd)
+            pid = _flock_owner(st.st_dev, st.st_ino, proc_root)
+            # /proc/locks shows 0 for a holder in another pid namespace: the
+            # usual case of two containers sharing one volume.
+            where = "" if pid else "; its pid is not visible here (another container?)"
             return Holder(
-                pid=_flock_owner(st.st_dev, st.st_ino, proc_root),
-                host=f"{UNKNOWN} (a dockerd not started by dind-supervisor holds {name})",
+                pid=pid,
+                host=f"{UNKNOWN} (a dockerd not started by dind-supervisor holds {name}{where})",
                 since=UNKNOWN,
             )
         finally:

@@ -6,6 +6,8 @@ and inspect where the data root lives. Before every dockerd start: clean
 stale pid files. Once dockerd is ready: note the storage driver it chose.
 On every scrape: statvfs figures (no Docker API call). When enabled: prune
 under disk pressure. At a clean stop: mark the run clean and unlock.
+Does not own the Docker client (the agent passes a ``PruneApi``), dockerd's
+process, or the metric definitions (``Metrics``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from supervisor.config import Config
 from supervisor.dataroot import (
     DataRootLock,
     DataRootReport,
+    GcResult,
+    PidFileAction,
     PruneApi,
     acquire,
     begin_run,
@@ -63,6 +67,7 @@ class DataRootService:
         self.unclean_previous_stop: dict[str, object] | None = None
         self.gc_runs = 0
         self.gc_reclaimed = 0
+        self._run_begun = False
         metrics.register(DataRootCollector(self))
 
     async def start(self) -> None:
@@ -78,6 +83,7 @@ class DataRootService:
                 check_daemon_locks=self._config.dataroot.check_daemon_locks,
             )
         unclean = begin_run(self.path, now, pid=os.getpid(), host=socket.gethostname())
+        self._run_begun = True
         if unclean is not None:
             self.unclean_previous_stop = unclean.as_log()
             self._metrics.unclean_shutdowns.inc()
@@ -97,9 +103,16 @@ class DataRootService:
         if not self._config.dataroot.clean_pid_files:
             return
         paths = (Path(self._config.dockerd.pidfile), Path(self._config.dockerd.containerd_pidfile))
-        for outcome in clean_stale_pid_files(paths, self._proc):
-            if outcome.action.value != "none":
-                self._log.info("pid_file_checked", **outcome.as_log())
+        outcomes = await anyio.to_thread.run_sync(clean_stale_pid_files, paths, self._proc)
+        for outcome in outcomes:
+            if outcome.action is PidFileAction.NONE:
+                continue
+            # A kept file (a live daemon) or one that could not be removed makes
+            # dockerd refuse to start: that deserves more than an info line.
+            level = "info" if outcome.action is PidFileAction.REMOVED else "warning"
+            getattr(self._log, level)(
+                "pid_file_checked", message=outcome.message, **outcome.as_log()
+            )
 
     def dockerd_ready(self, info: dict[str, Any]) -> None:
         driver = str(info.get("Driver") or "unknown")
@@ -110,10 +123,20 @@ class DataRootService:
                 log_findings(self._log, "data_root_finding", driver_findings(self.report, driver))
 
     def stop(self, *, clean: bool) -> None:
-        if clean:
-            end_run_cleanly(self.path)
-        if self.lock is not None:
-            self.lock.release()
+        """Mark a clean stop (when it was one) and unlock; never raises."""
+        try:
+            # Only a run this agent began is ours to end: after a refused lock
+            # the marker belongs to the agent that holds the data root.
+            if clean and self._run_begun:
+                end_run_cleanly(self.path)
+        except OSError as exc:
+            # The next start will count an unclean stop; say why now.
+            self._log.warning(
+                "clean_stop_not_recorded", path=str(self.path), error=exc.strerror or str(exc)
+            )
+        finally:
+            if self.lock is not None:
+                self.lock.release()
 
     async def run_gc_loop(
         self, api: PruneApi, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -122,16 +145,36 @@ class DataRootService:
         settings = self._config.dataroot
         task_status.started()
         while True:
-            result = await run_gc(
-                api, lambda: disk_figures(self.path), settings.gc_high, settings.gc_low
-            )
-            if result.runs:
-                self.gc_runs += result.runs
-                self.gc_reclaimed += result.reclaimed_bytes
-                self._metrics.gc_runs.inc(result.runs)
-                self._metrics.gc_reclaimed.inc(result.reclaimed_bytes)
-                self._log.info("gc_finished", **result.as_log())
+            try:
+                result = await run_gc(
+                    api, lambda: disk_figures(self.path), settings.gc_high, settings.gc_low
+                )
+            except OSError as exc:
+                # statvfs failed (the volume went away?): the agent keeps supervising.
+                self._log.warning(
+                    "gc_failed", path=str(self.path), error=exc.strerror or str(exc)
+                )
+            else:
+                self._record_gc(result, settings.gc_low)
             await anyio.sleep(settings.gc_interval)
+
+    def _record_gc(self, result: GcResult, low: float) -> None:
+        if not result.runs:
+            return
+        self.gc_runs += result.runs
+        self.gc_reclaimed += result.reclaimed_bytes
+        self._metrics.gc_runs.inc(result.runs)
+        self._metrics.gc_reclaimed.inc(result.reclaimed_bytes)
+        if result.error is None and result.reached_low(low):
+            self._log.info("gc_finished", **result.as_log())
+        else:
+            # What is left is in use (or a prune failed): pruning again will not
+            # help, someone has to free space or grow the volume.
+            self._log.warning(
+                "gc_finished",
+                remedy="remove unused containers and volumes, or give the data root more room",
+                **result.as_log(),
+            )
 
     def status(self) -> dict[str, Any]:
         report = self.report
