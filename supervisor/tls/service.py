@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from supervisor.config import Config
+from supervisor.config import Config, TlsConfig
 from supervisor.dockerd.process import TlsFiles
 from supervisor.errors import CertificateError
 from supervisor.findings import Severity
@@ -45,8 +45,25 @@ def spec_from_config(config: Config) -> CertSpec:
         client_key_mode=int(tls.client_key_mode, 8),
         expiry_warning=dt.timedelta(seconds=tls.expiry_warning),
         # Lifetimes of seconds (tests, demos) cannot afford a minute of backdating.
-        backdate=dt.timedelta(seconds=min(60.0, tls.server_lifetime / 100)),
+        # Every lifetime counts: a 12 s client certificate backdated by a minute
+        # would be issued already due and renewed in a tight loop.
+        backdate=dt.timedelta(seconds=min(60.0, _shortest_lifetime(tls) / 100)),
     )
+
+
+def _shortest_lifetime(tls: TlsConfig) -> float:
+    return min(tls.ca_lifetime, tls.server_lifetime, tls.client_lifetime)
+
+
+def retry_base(spec: CertSpec) -> dt.timedelta:
+    """First back-off step after a failed renewal: a minute, shorter for short leaves.
+
+    A leaf renewed at 2/3 of its life has 1/3 left; with a fixed minute, a
+    leaf of seconds would expire before the first retry. A twentieth of the
+    shortest lifetime leaves room for several retries, never below a second.
+    """
+    shortest = min(spec.ca_lifetime, spec.server_lifetime, spec.client_lifetime)
+    return max(dt.timedelta(seconds=1), min(dt.timedelta(minutes=1), shortest / 20))
 
 
 def sans_from_config(config: Config, proc_root: Path = Path("/proc")) -> SanSet:
@@ -132,7 +149,7 @@ class TlsService:
             now = self._now()
             due = rotation.next_rotation(self.report, now)
             if self.failures:
-                due = now + rotation.retry_delay(self.failures)
+                due = now + self._retry_delay()
             elif due is None:
                 due = now + _USER_MANAGED_RECHECK
             self.next_at = due
@@ -158,7 +175,7 @@ class TlsService:
                 remedy=exc.remedy,
                 path=exc.path,
                 failures=self.failures,
-                retry_in_seconds=rotation.retry_delay(self.failures).total_seconds(),
+                retry_in_seconds=self._retry_delay().total_seconds(),
             )
             return False
         self.failures = 0
@@ -178,6 +195,9 @@ class TlsService:
         if result.restart_dockerd:
             self._request_restart()
         return bool(result.changes)
+
+    def _retry_delay(self) -> dt.timedelta:
+        return rotation.retry_delay(self.failures, base=retry_base(self.spec))
 
     def status(self) -> dict[str, Any]:
         now = self._now()
