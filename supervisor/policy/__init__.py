@@ -29,7 +29,9 @@ from supervisor.policy.spec import (
     Mode,
     Policy,
     RlimitRequest,
+    check_policy,
     parse_policy,
+    resolve_policy,
 )
 
 __all__ = [
@@ -51,6 +53,7 @@ __all__ = [
     "RlimitSetting",
     "RuntimeLimitError",
     "apply_to_agent",
+    "check_policy",
     "explain_runtime_error",
     "find_children",
     "inspect",
@@ -59,5 +62,6 @@ __all__ = [
     "plan",
     "policy_figures",
     "read_facts",
+    "resolve_policy",
     "wrap_argv",
 ]

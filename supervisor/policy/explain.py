@@ -84,6 +84,7 @@ class RuntimeLimitError:
             "limit_found": self.limit_found,
             "container_id": self.container_id,
             "certain": self.certain,
+            "message": self.message,
             "remedy": self.remedy,
         }
 

@@ -96,6 +96,7 @@ class PolicyDeviation:
             "limit_found": self.limit_found,
             "cause": str(self.cause),
             "key": self.key,
+            "message": self.message,
             "remedy": self.remedy,
         }
 
@@ -151,15 +152,15 @@ def outer_remedy(rlimit: Rlimit, soft: int, hard: int) -> str:
 
 
 def hard_limit_remedy(rlimit: Rlimit, soft: int, hard: int, key: str | None, found: int) -> str:
-    lower = f"lower {key}" if key else "ask for"
-    return f"{outer_remedy(rlimit, soft, hard)}, or {lower} to at most {format_value(found)}"
+    lower = f"lower {key} to" if key else "ask for"
+    return f"{outer_remedy(rlimit, soft, hard)}, or {lower} at most {format_value(found)}"
 
 
 def nr_open_remedy(key: str | None, nr_open: int) -> str:
-    lower = f"lower {key}" if key else "ask for"
+    lower = f"lower {key} to" if key else "ask for"
     return (
         "raise fs.nr_open on the host (sysctl -w fs.nr_open=N; it cannot be changed from"
-        f" inside a container), or {lower} to at most {nr_open}"
+        f" inside a container), or {lower} at most {nr_open}"
     )
 
 

@@ -10,6 +10,9 @@ watched for runc's policy refusals; each is logged decoded and counted.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
 import re
 import subprocess
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -86,7 +89,7 @@ class PolicyService:
 
     def _record(self, deviations: Sequence[Any], event: str) -> None:
         for deviation in deviations:
-            self.deviations.append({"message": deviation.message, **deviation.as_event()})
+            self.deviations.append(deviation.as_event())
             self._metrics.policy_errors.labels(**deviation.metric_labels()).inc()
             self._log.warning(event, **deviation.as_event())
 
@@ -114,6 +117,11 @@ class PolicyService:
         explained = explain_runtime_error(line.message, dockerd_pid=self._dockerd_pid())
         if explained is None:
             return
+        if explained.requested is None and explained.container_id is not None:
+            requested = requested_ulimit(
+                self._config.dockerd.data_root, explained.container_id, explained.resource
+            )
+            explained = dataclasses.replace(explained, requested=requested)
         self.runtime_errors += 1
         name, labels = explained.metric()
         if name == "dind_rlimit_errors_total":
@@ -124,6 +132,8 @@ class PolicyService:
 
     def processes(self) -> dict[str, int | str]:
         found: dict[str, int | str] = {"agent": "self"}
+        if self._under_init:
+            found = {"init": 1, **found}
         dockerd = self._dockerd_pid()
         if dockerd is not None:
             found["dockerd"] = dockerd
@@ -133,14 +143,45 @@ class PolicyService:
         return found
 
     def status(self) -> dict[str, Any]:
+        """What each process got (read from /proc now), what was planned, and what went wrong."""
         figures = policy_figures(self.processes())
-        oom = dict(figures.oom_score_adj)
+        requests = (*self.policy.agent_rlimits, *self.policy.dockerd_rlimits)
+        managed = {request.rlimit.name for request in requests}
+        rlimits: dict[str, dict[str, dict[str, float | str]]] = {}
+        for (process, resource, which), value in figures.rlimits:
+            if resource in managed:
+                shown = "unlimited" if math.isinf(value) else int(value)
+                rlimits.setdefault(process, {}).setdefault(resource, {})[which] = shown
+        planned = {}
+        if self.plan is not None:
+            for process_plan in (self.plan.init, self.plan.agent, self.plan.dockerd):
+                if process_plan is not None:
+                    planned[process_plan.process] = process_plan.expected_oom_score_adj
         return {
             "mode": self.policy.mode.value,
-            "oom_score_adj": oom,
+            "oom_score_adj": {process: int(value) for process, value in figures.oom_score_adj},
+            "planned_oom_score_adj": planned,
+            "rlimits": rlimits,
             "deviations": [d["message"] for d in self.deviations],
             "runtime_errors": self.runtime_errors,
         }
+
+
+def requested_ulimit(data_root: str | Path, container_id: str, resource: str) -> str | None:
+    """What the container asked for (``SOFT:HARD``), from the hostconfig.json dockerd wrote.
+
+    runc's message omits it; the file is read (no Docker API call: this runs
+    on dockerd's output path) and may already be gone for a ``--rm`` container.
+    """
+    path = Path(data_root) / "containers" / container_id / "hostconfig.json"
+    try:
+        ulimits = json.loads(path.read_text()).get("Ulimits") or []
+    except (OSError, ValueError, AttributeError):
+        return None
+    for ulimit in ulimits:
+        if isinstance(ulimit, dict) and ulimit.get("Name") == resource:
+            return f"{ulimit.get('Soft')}:{ulimit.get('Hard')}"
+    return None
 
 
 class PolicyCollector(Collector):

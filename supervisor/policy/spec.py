@@ -102,12 +102,19 @@ _KEYS = (
 
 
 def parse_policy(
-    mapping: Mapping[str, object], source: str, *, base: Policy = DEFAULT_POLICY
+    mapping: Mapping[str, object],
+    source: str,
+    *,
+    base: Policy = DEFAULT_POLICY,
+    check: bool = True,
 ) -> Policy:
     """Read a [policy] table (TOML values, or strings from the environment) over ``base``.
 
     rlimit tables merge per resource over ``base`` (``inherit`` drops one; the
-    string ``inherit`` for a whole table drops them all).
+    string ``inherit`` for a whole table drops them all). ``check=False`` skips
+    the rules between keys (check_policy), for a caller that merges several
+    layers key by key and checks once at the end: an intermediate state (agent
+    raised, dockerd not yet) must not be judged.
     Raises ConfigError naming the key, the value and the source.
     """
     policy = base
@@ -135,9 +142,42 @@ def parse_policy(
         else:
             merged = _parse_rlimits(value, full_key, source, policy.dockerd_rlimits)
             policy = replace(policy, dockerd_rlimits=merged)
-    _check_order(policy, source)
-    _check_agent_caps_dockerd(policy, source)
+    if check:
+        check_policy(policy, {key: source for key in mapping})
     return policy
+
+
+def resolve_policy(
+    values: Mapping[str, object], sources: Mapping[str, str], *, base: Policy = DEFAULT_POLICY
+) -> Policy:
+    """The policy from merged layers: ``values`` by key, each key's origin in ``sources``.
+
+    Every key is parsed with its own source, then the rules between keys are
+    checked once on the result, so the order in which keys are given does not
+    matter (``agent_oom_score_adj = 50`` with ``dockerd_oom_score_adj = 100``).
+    """
+    policy = base
+    for key, value in values.items():
+        policy = parse_policy(
+            {key: value}, sources.get(key, "default"), base=policy, check=False
+        )
+    check_policy(policy, sources)
+    return policy
+
+
+def check_policy(policy: Policy, sources: Mapping[str, str]) -> None:
+    """The rules between keys; ``sources`` names where each key that was set came from.
+
+    A conflict is reported on a key that was set (not on a default), with that
+    key's source.
+    """
+    _check_order(policy, sources)
+    _check_agent_caps_dockerd(policy, sources)
+
+
+def _source(keys: tuple[str, ...], sources: Mapping[str, str]) -> str:
+    """Where the first of ``keys`` that was set came from (a conflict may involve a default)."""
+    return next((sources[key] for key in keys if key in sources), "default")
 
 
 def _parse_mode(value: object, key: str, source: str) -> Mode:
@@ -298,7 +338,7 @@ def _parse_request(rlimit: Rlimit, raw: str | int, key: str, source: str) -> Rli
     return RlimitRequest(rlimit=rlimit, soft=soft, hard=hard)
 
 
-def _check_order(policy: Policy, source: str) -> None:
+def _check_order(policy: Policy, sources: Mapping[str, str]) -> None:
     """PID 1 <= agent <= dockerd: the OOM killer must take dockerd before the agent."""
     previous: tuple[str, int] | None = None
     for process in PROCESSES:
@@ -306,18 +346,19 @@ def _check_order(policy: Policy, source: str) -> None:
         if value is None:
             continue
         if previous is not None and value < previous[1]:
+            earlier = f"{previous[0]}_oom_score_adj"
             raise ConfigError(
                 key=f"policy.{process}_oom_score_adj",
                 value=value,
-                source=source,
-                reason=f"below policy.{previous[0]}_oom_score_adj ({previous[1]}): the OOM"
+                source=_source((f"{process}_oom_score_adj", earlier), sources),
+                reason=f"below policy.{earlier} ({previous[1]}): the OOM"
                 f" killer would take the {previous[0]} before the {process}",
                 remedy="keep init <= agent <= dockerd <= 0 (containers default to 0)",
             )
         previous = (process, value)
 
 
-def _check_agent_caps_dockerd(policy: Policy, source: str) -> None:
+def _check_agent_caps_dockerd(policy: Policy, sources: Mapping[str, str]) -> None:
     """dockerd is the agent's child: it cannot get a hard limit above the agent's."""
     dockerd = {r.rlimit.number: r for r in policy.dockerd_rlimits}
     for request in policy.agent_rlimits:
@@ -326,7 +367,7 @@ def _check_agent_caps_dockerd(policy: Policy, source: str) -> None:
             raise ConfigError(
                 key=f"policy.agent_rlimits.{request.rlimit.name}",
                 value=format_pair(request.soft, request.hard),
-                source=source,
+                source=_source(("agent_rlimits", "dockerd_rlimits"), sources),
                 reason=f"hard limit below dockerd's ({format_pair(wanted.soft, wanted.hard)}):"
                 " dockerd inherits the agent's hard limit and could not raise it again",
                 remedy="give the agent a hard limit at least as high as dockerd's, or lower"
