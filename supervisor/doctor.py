@@ -11,7 +11,8 @@ import json
 import shutil
 from collections.abc import Callable
 
-from supervisor.config import Config
+from supervisor import policy
+from supervisor.config import Config, resolved_policy
 from supervisor.findings import Finding, Severity
 
 Check = Callable[[Config], list[Finding]]
@@ -39,7 +40,41 @@ def check_dockerd_binary(config: Config) -> list[Finding]:
     ]
 
 
-CHECKS: list[Check] = [check_dockerd_binary]
+def check_resource_policy(config: Config, proc_root: str = "/proc") -> list[Finding]:
+    """What this container received (policy.inspect), then whether [policy] fits in it.
+
+    A deviation is an ERROR in strict mode (``run`` would exit 2), a WARNING in
+    best-effort (``run`` clamps and goes on).
+    """
+    findings = policy.inspect(proc_root)
+    wanted = resolved_policy(config)
+    planned = policy.plan(wanted, policy.read_facts(proc_root), check=False)
+    strict = wanted.mode is policy.Mode.STRICT
+    for deviation in planned.deviations:
+        outcome = "run refuses to start (strict mode)" if strict else (
+            f"run applies {deviation.applied} instead (best-effort)"
+        )
+        findings.append(
+            Finding(
+                topic="policy",
+                severity=Severity.ERROR if strict else Severity.WARNING,
+                message=f"{deviation.message}; {outcome}",
+                remedy=deviation.remedy,
+                data=deviation.as_event(),
+            )
+        )
+    if not planned.deviations:
+        findings.append(
+            Finding(
+                topic="policy",
+                severity=Severity.OK,
+                message=f"the configured policy ({wanted.mode}) can be applied as asked",
+            )
+        )
+    return findings
+
+
+CHECKS: list[Check] = [check_dockerd_binary, check_resource_policy]
 
 
 def gather(config: Config, checks: list[Check] | None = None) -> list[Finding]:
