@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="preflight doctor: findings with severity and remedy")
     check.add_argument("--json", action="store_true")
     _common(check)
+    _add_setting_flags(check)
 
     sub.add_parser("version", help="print the version")
     return parser

@@ -479,16 +479,17 @@ def load(
 
 
 def resolved_policy(config: Config) -> Any:
-    """The resource policy (``supervisor.policy.Policy``) with every layer applied in order."""
-    from supervisor.policy.spec import DEFAULT_POLICY, parse_policy
+    """The resource policy (``supervisor.policy.Policy``): every key parsed with its own
+    source, then the rules between keys (e.g. the oom_score_adj order) checked once."""
+    from supervisor.policy.spec import resolve_policy
 
-    policy = DEFAULT_POLICY
-    for f in dataclasses.fields(PolicyConfig):
-        value = getattr(config.policy, f.name)
-        if value is not None:
-            source = config.sources.get(f"policy.{f.name}", "default")
-            policy = parse_policy({f.name: value}, source, base=policy)
-    return policy
+    values = {
+        f.name: value
+        for f in dataclasses.fields(PolicyConfig)
+        if (value := getattr(config.policy, f.name)) is not None
+    }
+    sources = {key: config.sources.get(f"policy.{key}", "default") for key in values}
+    return resolve_policy(values, sources)
 
 
 def describe() -> list[tuple[str, str, object, str]]:

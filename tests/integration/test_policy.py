@@ -267,12 +267,6 @@ def test_lowered_rlimits_and_raised_oom_reach_dockerd_containerd_and_containers(
         assert box.metric("dind_rlimit", labels) == 4096.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config.resolved_policy parses [policy] key by key and checks the oom order after"
-    " each: agent 50 is judged against dockerd's default -500 before dockerd's 100 is read"
-    " (fix: call supervisor.policy.resolve_policy once)",
-)
 def test_agent_and_dockerd_raised_together_are_accepted(tmp_path: Path) -> None:
     """agent 50 with dockerd 100 is a valid order, whichever key is read first."""
     result = run_check(tmp_path, env={
