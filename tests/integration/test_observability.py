@@ -400,6 +400,30 @@ def test_check_exits_0_when_fine_and_1_when_dockerd_would_break(tls_box: Sandbox
     assert errors[0]["remedy"]
 
 
+_CHECKS = r"""
+import json, os
+from supervisor import config
+from supervisor.checks import check_data_root, check_preparation, check_tls_files
+cfg = config.load(env=os.environ, config_file=None, flags={}, dockerd_args=[])
+found = [f.as_dict() for c in (check_data_root, check_preparation, check_tls_files) for f in c(cfg)]
+print(json.dumps(found))
+"""
+
+
+def test_extra_check_topics_report_a_healthy_prepared_namespace(tls_box: Sandbox) -> None:
+    """supervisor.checks: data root, preparation dry run and TLS files give no error here."""
+    env = {**os.environ, "DOCKER_TLS_CERTDIR": "/certs"}
+    result = tls_box.nsenter(sys.executable, "-c", _CHECKS, cwd=REPO, env=env)
+    assert result.returncode == 0, result.stderr
+    findings = json.loads(result.stdout)  # nothing but the JSON on stdout
+    topics = {f["topic"].split(".")[0] for f in findings}
+    assert topics == {"dataroot", "prepare", "tls"}
+    assert [f for f in findings if f["severity"] == "error"] == []
+    steps = {f["topic"] for f in findings if f["topic"].startswith("prepare.")}
+    assert steps == {f"prepare.{s}" for s in ("cgroup", "securityfs", "tmp", "rshared", "iptables")}
+    assert any("can write and renew" in f["message"] for f in findings)
+
+
 # --------------------------------------------------------------------------
 # HTTP robustness
 
