@@ -454,6 +454,8 @@ out["malformed"] = first_line(b"THIS IS NOT HTTP\r\n\r\n")
 out["binary"] = first_line(bytes(range(256)) + b"\r\n\r\n")
 out["huge_header"] = first_line(
     b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n")
+out["many_headers"] = first_line(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(
+    b"X-H%d: %s\r\n" % (i, b"a" * 1000) for i in range(200)) + b"\r\n")
 out["huge_line"] = first_line(b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
 idle = [socket.create_connection(("127.0.0.1", 9324), timeout=5) for _ in range(200)]
 try:
@@ -474,7 +476,7 @@ def test_http_endpoint_survives_garbage_huge_headers_and_200_idle_connections(
     result = tls_box.nsenter(sys.executable, "-c", _ABUSE, timeout=60)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
-    for case in ("malformed", "binary", "huge_header", "huge_line"):
+    for case in ("malformed", "binary", "huge_header", "many_headers", "huge_line"):
         status_line = out[case]
         assert status_line.startswith("HTTP/1."), f"{case}: {status_line!r}"
         assert status_line.split()[1].startswith("4"), f"{case}: {status_line!r}"
