@@ -167,10 +167,12 @@ class Agent:
 
     async def start_up(self) -> None:
         """Everything that must hold before dockerd may start; errors end the agent."""
+        # The lock first: a second agent on this data root must leave without
+        # having touched mounts, iptables or limits.
+        await self.data_root.start()
         await anyio.to_thread.run_sync(self.policy.start)
         if self.should_prepare:
             await self._prepare()
-        await self.data_root.start()
         if self.tls is not None:
             await self.tls.ensure()
 
@@ -258,7 +260,9 @@ class Agent:
         finally:
             with anyio.CancelScope(shield=True):
                 await self.api.aclose()
-            self.data_root.stop(clean=failure is None and code == 0)
+            # A refusal before dockerd ever ran leaves nothing unclean behind.
+            never_ran = self.daemon.state is lc.State.STOPPED
+            self.data_root.stop(clean=never_ran or (failure is None and code == 0))
         if failure is not None:
             self.systemd.stopping(f"failed: {failure.message}")
             raise failure

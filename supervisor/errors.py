@@ -103,9 +103,9 @@ class DataRootLockedError(DataRootError):
         self.holder_pid = holder_pid
         self.holder_host = holder_host
         self.since = since
+        who = f"pid {holder_pid}" if holder_pid else "an unknown pid"
         super().__init__(
-            f"data root {path} is in use by pid {holder_pid} on host {holder_host!r}"
-            f" since {since}",
+            f"data root {path} is in use by {who} on host {holder_host!r} since {since}",
             path=path,
             remedy="stop that daemon first, or give this one its own --dockerd-data-root"
             " (one daemon per data root: two corrupt it)",

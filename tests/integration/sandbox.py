@@ -198,6 +198,9 @@ class Sandbox:
                 continue
             fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
             inner = int(fields.get("NSpid", "0").split()[-1])
+            if inner == 1 and int(entry.name) != self.pid1:
+                # The kernel reused the id of our dead namespace for a new one.
+                return {}
             found[int(entry.name)] = (inner, fields.get("Name", ""), fields.get("State", "")[:1])
         return found
 
