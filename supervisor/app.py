@@ -215,7 +215,8 @@ class Agent:
             "data_root": self.data_root.status(),
             "prepare": self.prepare_report.as_dict() if self.prepare_report else None,
             "policy": self.policy.status(),
-            "containers": dict(figures.by_state),
+            # None until the first container list: zeros would be a guess.
+            "containers": dict(figures.by_state) if figures.listed else None,
         }
 
     def _on_dockerd_state(self, state: lc.State) -> None:

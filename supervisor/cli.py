@@ -117,6 +117,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not own or (own[0] not in COMMANDS and own[0] not in ("-h", "--help")):
         own = ["run", *own]
     parser = build_parser()
+    if own[0] != "run":
+        # Commands print their results on stdout; any log line goes to stderr.
+        from supervisor import logs
+
+        logs.configure(format="console", level="warning", stream=sys.stderr)
     try:
         args = parser.parse_args(own)
     except SystemExit as exc:

@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Callable
 
 from supervisor import policy
+from supervisor.checks import check_data_root, check_preparation, check_tls_files
 from supervisor.config import Config, resolved_policy
 from supervisor.findings import Finding, Severity
 
@@ -74,7 +75,13 @@ def check_resource_policy(config: Config, proc_root: str = "/proc") -> list[Find
     return findings
 
 
-CHECKS: list[Check] = [check_dockerd_binary, check_resource_policy]
+CHECKS: list[Check] = [
+    check_dockerd_binary,
+    check_resource_policy,
+    check_data_root,
+    check_preparation,
+    check_tls_files,
+]
 
 
 def gather(config: Config, checks: list[Check] | None = None) -> list[Finding]:

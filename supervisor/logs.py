@@ -93,6 +93,9 @@ def configure(*, format: str = "auto", level: str = "info", stream: TextIO | Non
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=logging.WARNING, stream=out)
+    # aiohttp logs a traceback for every malformed request; the client already
+    # got its 400, and a scanner must not be able to flood the agent's log.
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
 
 
 def get_logger(**context: Any) -> Any:

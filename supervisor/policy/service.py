@@ -28,7 +28,6 @@ from supervisor.metrics import Metrics
 from supervisor.policy import Plan, apply_to_agent, explain_runtime_error, plan, read_facts
 from supervisor.policy.figures import policy_figures
 from supervisor.policy.plan import strict_error
-from supervisor.policy.probe import find_children
 from supervisor.policy.spec import Mode
 
 # dockerd lost --oom-score-adjust in v26; before that it sets -500 itself and
@@ -137,10 +136,21 @@ class PolicyService:
         dockerd = self._dockerd_pid()
         if dockerd is not None:
             found["dockerd"] = dockerd
-            children = find_children("/proc", dockerd, comm="containerd")
-            if children:
-                found["containerd"] = children[0]
+            containerd = self._containerd_pid()
+            if containerd is not None:
+                found["containerd"] = containerd
         return found
+
+    def _containerd_pid(self) -> int | None:
+        """containerd from dockerd's pid file (cheap on every scrape), checked by name."""
+        try:
+            with open(self._config.dockerd.containerd_pidfile, "rb") as handle:
+                pid = int(handle.read().strip() or b"0")
+            with open(f"/proc/{pid}/comm", "rb") as handle:
+                comm = handle.read().strip()
+        except (OSError, ValueError):
+            return None
+        return pid if comm == b"containerd" else None
 
     def status(self) -> dict[str, Any]:
         """What each process got (read from /proc now), what was planned, and what went wrong."""
