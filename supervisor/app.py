@@ -14,12 +14,14 @@ from __future__ import annotations
 import enum
 import os
 import signal
+import ssl
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import anyio
+from anyio.abc import TaskStatus
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 
 from supervisor import __version__
@@ -36,7 +38,7 @@ from supervisor.dockerd import lifecycle as lc
 from supervisor.dockerd.daemon import Daemon
 from supervisor.dockerd.process import build_argv
 from supervisor.errors import SupervisorError
-from supervisor.http import HttpEndpoint, build_app
+from supervisor.http import HttpEndpoint, build_app, client_auth_context
 from supervisor.logs import get_logger
 from supervisor.metrics import Metrics
 from supervisor.network import detect_mtu
@@ -104,6 +106,7 @@ class Agent:
             else None
         )
         self.prepare_report: Any = None
+        self.http_ssl_context: ssl.SSLContext | None = None
         self.prepare_env: dict[str, str] = {}
         self.policy = PolicyService(
             config, self.metrics, under_init=under_init, dockerd_pid=self._dockerd_pid
@@ -220,6 +223,14 @@ class Agent:
         }
 
     def _on_dockerd_state(self, state: lc.State) -> None:
+        if state is lc.State.RUNNING and self.http_ssl_context is not None and self.tls:
+            # dockerd is (re)started after every renewal of server/: the endpoint
+            # takes the same files for its new connections, without a restart.
+            files = self.tls.files
+            try:
+                self.http_ssl_context.load_cert_chain(str(files.cert), str(files.key))
+            except (OSError, ssl.SSLError) as exc:
+                self.log.warning("http_certificate_reload_failed", error=str(exc))
         if state is lc.State.RUNNING:
             self.systemd.ready(f"dockerd ready (pid {self.daemon.pid})")
         elif state is lc.State.STOPPING:
@@ -235,17 +246,16 @@ class Agent:
         code = 1
         try:
             async with anyio.create_task_group() as tg:
-                if self.config.http.listen:
-                    host, port = parse_listen(self.config.http.listen)
-                    app = build_app(
-                        metrics=self.metrics, is_ready=self.is_ready, status=self.status
-                    )
-                    await tg.start(HttpEndpoint(app, host, port).run)
                 tg.start_soon(self._handle_signals)
                 if self.systemd.watchdog_interval is not None:
                     tg.start_soon(self._watchdog, self.systemd.watchdog_interval)
                 try:
+                    if self.config.http.listen and not self.config.http.tls:
+                        await tg.start(self._serve_http)
                     await self.start_up()
+                    if self.config.http.listen and self.config.http.tls:
+                        # HTTPS needs the certificates start_up issued.
+                        await tg.start(self._serve_http)
                     if self.tls is not None:
                         await tg.start(self.tls.run)
                     tg.start_soon(self._while_ready)
@@ -270,6 +280,16 @@ class Agent:
         self.systemd.stopping("stopped")
         self.log.info("agent_stopped", exit_code=code)
         return code
+
+    async def _serve_http(self, *, task_status: TaskStatus[None]) -> None:
+        host, port = parse_listen(self.config.http.listen)
+        app = build_app(metrics=self.metrics, is_ready=self.is_ready, status=self.status)
+        context = None
+        if self.config.http.tls and self.tls is not None:
+            files = self.tls.files
+            context = client_auth_context(ca=files.ca, cert=files.cert, key=files.key)
+            self.http_ssl_context = context
+        await HttpEndpoint(app, host, port, ssl_context=context).run(task_status=task_status)
 
     async def _while_ready(self) -> None:
         """Each time dockerd becomes ready, run what needs its API until it is not."""

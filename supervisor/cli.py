@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import json
 import os
+import ssl
 import sys
 import urllib.error
 import urllib.request
@@ -182,12 +183,25 @@ def agent_url(cfg: config.Config, override: str | None) -> str:
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{port}"
+    scheme = "https" if cfg.http.tls else "http"
+    return f"{scheme}://{host}:{port}"
 
 
-def _get(url: str, timeout: float) -> tuple[int, bytes]:
+def client_ssl_context(cfg: config.Config) -> ssl.SSLContext | None:
+    """With ``http.tls`` the agent wants the client certificate from its certdir."""
+    if not cfg.http.tls or not cfg.tls.certdir:
+        return None
+    client = Path(cfg.tls.certdir) / "client"
+    context = ssl.create_default_context(cafile=str(client / "ca.pem"))
+    context.load_cert_chain(str(client / "cert.pem"), str(client / "key.pem"))
+    return context
+
+
+def _get(url: str, timeout: float, context: ssl.SSLContext | None = None) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - http only
+        with urllib.request.urlopen(  # noqa: S310 - our own endpoint, http or https
+            url, timeout=timeout, context=context
+        ) as response:
             return int(response.status), response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -196,11 +210,16 @@ def _get(url: str, timeout: float) -> tuple[int, bytes]:
 def _query(args: argparse.Namespace, cfg: config.Config) -> int:
     base = agent_url(cfg, args.url)
     if args.command == "wait":
-        from supervisor.waiting import wait_until_ready
+        from supervisor.waiting import ready_once, wait_until_ready
 
-        return wait_until_ready(base, timeout=args.timeout)
+        context = client_ssl_context(cfg)
+        return wait_until_ready(
+            base,
+            timeout=args.timeout,
+            probe=lambda url, seconds: ready_once(url, seconds, context),
+        )
     try:
-        code, body = _get(f"{base}/status", timeout=5)
+        code, body = _get(f"{base}/status", timeout=5, context=client_ssl_context(cfg))
     except (OSError, urllib.error.URLError) as exc:
         print(f"dind-supervisor: cannot reach the agent at {base}: {exc}", file=sys.stderr)
         return EXIT_FAILURE

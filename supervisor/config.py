@@ -85,6 +85,9 @@ class LivenessConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HttpConfig:
     listen: str = _opt("0.0.0.0:9324", "address of /metrics /healthz /readyz /status; empty: off")
+    tls: bool = _opt(
+        False, "serve HTTPS and require a client certificate signed by the agent's CA"
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -428,6 +431,13 @@ def _validate(config: Config) -> None:
         fail("prepare", "enabled", config.prepare.enabled, "must be auto, true or false")
     if config.prepare.iptables not in ("auto", "legacy", "nft", "off"):
         fail("prepare", "iptables", config.prepare.iptables, "must be auto, legacy, nft or off")
+    if config.http.tls and not config.tls.certdir:
+        fail(
+            "http",
+            "tls",
+            config.http.tls,
+            "needs the agent's certificates: set DOCKER_TLS_CERTDIR (tls.certdir) too",
+        )
     if config.http.listen:
         try:
             parse_listen(config.http.listen)

@@ -10,7 +10,9 @@ is doing.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -56,22 +58,43 @@ def build_app(*, metrics: Metrics, is_ready: ReadyFn, status: StatusFn) -> web.A
     return app
 
 
+def client_auth_context(*, ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
+    """HTTPS that only answers clients holding a certificate signed by ``ca``."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(ca))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_cert_chain(str(cert), str(key))
+    return context
+
+
 class HttpEndpoint:
     """Serves ``build_app`` on ``host:port`` until cancelled."""
 
-    def __init__(self, app: web.Application, host: str, port: int) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._app = app
         self.host = host
         self.port = port
+        self.ssl_context = ssl_context
         self._log = get_logger(component="http")
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+            site = web.TCPSite(
+                runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl_context
+            )
             await site.start()
-            self._log.info("http_listening", host=self.host, port=self.port)
+            self._log.info(
+                "http_listening", host=self.host, port=self.port, tls=self.ssl_context is not None
+            )
             task_status.started()
             await anyio.sleep_forever()
         finally:

@@ -7,6 +7,7 @@ For CI jobs and container healthchecks: exit 0 as soon as /readyz answers
 
 from __future__ import annotations
 
+import ssl
 import sys
 import time
 import urllib.error
@@ -16,9 +17,11 @@ from collections.abc import Callable
 _POLL_INTERVAL = 0.1
 
 
-def ready_once(base_url: str, timeout: float) -> bool:
+def ready_once(base_url: str, timeout: float, context: ssl.SSLContext | None = None) -> bool:
     try:
-        with urllib.request.urlopen(f"{base_url}/readyz", timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(  # noqa: S310 - our own endpoint, http or https
+            f"{base_url}/readyz", timeout=timeout, context=context
+        ) as response:
             return int(response.status) == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False
