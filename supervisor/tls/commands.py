@@ -2,9 +2,11 @@
 
 ``generate`` issues what is missing (as the agent does at start), ``show``
 prints every certificate with its SANs and days left, ``rotate`` renews the
-server and client certificates now. A running agent reads server/ only when
-it (re)starts dockerd: after ``rotate``, restart dockerd (or let the agent's
-own rotation do it).
+server and client certificates now, for the names the server certificate
+already holds (computing them here would add addresses that appeared since
+the agent started, docker0 for one, and the agent would reissue without
+them). A running agent notices the new server files within minutes and
+restarts dockerd to load them.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from pathlib import Path
 
 from supervisor.config import Config
 from supervisor.errors import EXIT_USAGE
-from supervisor.tls import certs, rotation
+from supervisor.tls import certs, rotation, store
+from supervisor.tls.san import SanSet
 from supervisor.tls.service import sans_from_config, spec_from_config, utcnow
 
 
@@ -43,15 +46,20 @@ def run_certs_command(action: str, *, certdir: Path | None, cfg: Config, as_json
                     print(f"    SANs {' '.join(info.sans)}")
         return 0
     spec = spec_from_config(cfg)
-    sans = sans_from_config(cfg)
     if action == "generate":
-        report = certs.ensure(certdir, spec, sans, now)
-        changes = [{"cert": c.cert, "reason": c.reason} for c in report.changes]
+        report = certs.ensure(certdir, spec, sans_from_config(cfg), now)
     else:
-        result = rotation.rotate(certdir, spec, sans, now, force=True)
-        changes = [{"cert": c.cert, "reason": c.reason} for c in result.changes]
+        current = store.load_certs(certdir / "server" / "cert.pem")
+        sans = SanSet.from_certificate(current[0]) if current else sans_from_config(cfg)
+        report = rotation.rotate(certdir, spec, sans, now, force=True).report
+    changes = [{"cert": c.cert, "reason": c.reason} for c in report.changes]
+    if report.user_managed and not as_json:
+        print(f"{certdir}: user-managed set (no ca/key.pem): verified, not renewed;"
+              " renew it with the CA that issued it")
+        return 0
     if as_json:
-        print(json.dumps({"certdir": str(certdir), "changes": changes}, indent=2))
+        print(json.dumps({"certdir": str(certdir), "user_managed": report.user_managed,
+                          "changes": changes}, indent=2))
     elif changes:
         for change in changes:
             print(f"{change['cert']}: issued ({change['reason']})")

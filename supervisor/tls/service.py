@@ -6,11 +6,19 @@ it sleeps until the next renewal is due, renews, and asks the lifecycle for
 a ``tls_rotation`` restart when dockerd's own files changed (dockerd cannot
 reload TLS). A failed renewal keeps dockerd on the current certificates,
 is counted, and retried with backoff.
+
+It also notices server files that changed behind its back (``certs rotate``
+from a shell, a renewed user-managed set, another agent sharing the
+certdir): it remembers a fingerprint of server/ as dockerd loaded it and
+looks again at least every few minutes; a difference restarts dockerd, so
+dockerd never keeps serving a certificate that is no longer on disk until
+it expires.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,8 +37,8 @@ from supervisor.tls.issue import parse_key_type
 from supervisor.tls.model import CertReport, CertSpec
 from supervisor.tls.san import SanSet, default_sans, parse_tls_san, system_hostnames
 
-# A user-managed set cannot be renewed by us; look at it again daily to warn.
-_USER_MANAGED_RECHECK = dt.timedelta(days=1)
+# Findings (a user-managed set nearing expiry) are logged at most this often.
+_FINDINGS_LOG_INTERVAL = dt.timedelta(days=1)
 
 
 def spec_from_config(config: Config) -> CertSpec:
@@ -64,6 +72,28 @@ def retry_base(spec: CertSpec) -> dt.timedelta:
     """
     shortest = min(spec.ca_lifetime, spec.server_lifetime, spec.client_lifetime)
     return max(dt.timedelta(seconds=1), min(dt.timedelta(minutes=1), shortest / 20))
+
+
+def recheck_interval(spec: CertSpec) -> dt.timedelta:
+    """Longest sleep between looks at the certdir, whatever the renewal schedule.
+
+    Five minutes bounds how long dockerd serves files replaced by someone
+    else; short lifetimes (tests, demos) look more often, never below 1 s.
+    """
+    shortest = min(spec.ca_lifetime, spec.server_lifetime, spec.client_lifetime)
+    return max(dt.timedelta(seconds=1), min(dt.timedelta(minutes=5), shortest / 20))
+
+
+def server_fingerprint(certdir: Path) -> bytes:
+    """A digest of server/{ca,cert,key}.pem: what dockerd loads. Blocking."""
+    digest = hashlib.sha256()
+    for name in ("ca.pem", "cert.pem", "key.pem"):
+        try:
+            data = (certdir / "server" / name).read_bytes()
+        except OSError:
+            data = b"\0missing"
+        digest.update(len(data).to_bytes(8, "big") + data)
+    return digest.digest()
 
 
 def sans_from_config(config: Config, proc_root: Path = Path("/proc")) -> SanSet:
@@ -101,6 +131,9 @@ class TlsService:
         # Computed once: SANs must match exactly, and docker0 appearing later
         # must not trigger a reissue.
         self.sans: SanSet | None = None
+        # server/ as the running dockerd loaded it (None: not known yet).
+        self._loaded: bytes | None = None
+        self._findings_logged_at: dt.datetime | None = None
 
     @property
     def files(self) -> TlsFiles:
@@ -115,6 +148,7 @@ class TlsService:
         report = await anyio.to_thread.run_sync(
             certs.ensure, self.certdir, self.spec, self.sans, self._now()
         )
+        self._loaded = await anyio.to_thread.run_sync(server_fingerprint, self.certdir)
         self._publish(report)
         self._log.info(
             "certificates_ready",
@@ -125,6 +159,10 @@ class TlsService:
         )
         return report
 
+    async def before_spawn(self) -> None:
+        """Remember server/ as the dockerd about to start will load it."""
+        self._loaded = await anyio.to_thread.run_sync(server_fingerprint, self.certdir)
+
     def _publish(self, report: CertReport) -> None:
         self.report = report
         for status in report.certs:
@@ -132,6 +170,12 @@ class TlsService:
             self._metrics.tls_not_before.labels(cert=status.name).set(
                 status.not_before.timestamp()
             )
+        now = self._now()
+        last = self._findings_logged_at
+        if last is not None and now - last < _FINDINGS_LOG_INTERVAL:
+            return
+        if report.findings:
+            self._findings_logged_at = now
         for finding in report.findings:
             level = "warning" if finding.severity >= Severity.WARNING else "info"
             getattr(self._log, level)(
@@ -149,23 +193,28 @@ class TlsService:
             now = self._now()
             due = rotation.next_rotation(self.report, now)
             if self.failures:
-                due = now + self._retry_delay()
-            elif due is None:
-                due = now + _USER_MANAGED_RECHECK
+                due = wake = now + self._retry_delay()
+            else:
+                # Also look between renewals, for files replaced by someone else.
+                wake = now + recheck_interval(self.spec)
+                if due is not None:
+                    wake = min(wake, due)
             self.next_at = due
-            await anyio.sleep(max(0.0, (due - now).total_seconds()))
+            await anyio.sleep(max(0.0, (wake - now).total_seconds()))
             await self.rotate_once()
 
     async def rotate_once(self, *, force: bool = False) -> bool:
         """One renewal attempt; True when something was renewed."""
         if self.sans is None:
             self.sans = sans_from_config(self._config)
+        sans = self.sans
+
+        def attempt() -> tuple[rotation.RotationResult, bytes]:
+            result = rotation.rotate(self.certdir, self.spec, sans, self._now(), force=force)
+            return result, server_fingerprint(self.certdir)
+
         try:
-            result = await anyio.to_thread.run_sync(
-                lambda: rotation.rotate(
-                    self.certdir, self.spec, self.sans or SanSet(), self._now(), force=force
-                )
-            )
+            result, on_disk = await anyio.to_thread.run_sync(attempt)
         except CertificateError as exc:
             self.failures += 1
             self._metrics.tls_rotation_failures.inc()
@@ -192,7 +241,16 @@ class TlsService:
                 ],
                 restart_dockerd=result.restart_dockerd,
             )
-        if result.restart_dockerd:
+        outside = not result.restart_dockerd and self._loaded not in (None, on_disk)
+        if outside:
+            self._log.warning(
+                "server_certificates_changed",
+                certdir=str(self.certdir),
+                message="server/ no longer holds what dockerd loaded (certs rotate, a renewed"
+                " user-managed set, or another agent); restarting dockerd to load it",
+            )
+        if result.restart_dockerd or outside:
+            self._loaded = on_disk
             self._request_restart()
         return bool(result.changes)
 

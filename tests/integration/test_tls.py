@@ -55,7 +55,7 @@ UTC = dt.UTC
 # prints its CLOCK_MONOTONIC time, which nsenter does not change), watch
 # (samples until a stop file appears, prints the samples).
 PROBE = r"""
-import json, os, socket, ssl, sys, time
+import hashlib, json, os, socket, ssl, sys, time
 args = json.loads(sys.argv[1])
 
 def once():
@@ -70,6 +70,8 @@ def once():
             if args.get("cert"):
                 ctx.load_cert_chain(args["cert"], args["key"])
             conn = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+            if args.get("served"):
+                return "served " + hashlib.sha256(conn.getpeercert(True)).hexdigest()
         conn.sendall(b"GET /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n")
         data = b""
         while len(data) < 65536:
@@ -133,6 +135,16 @@ def probe(box: Sandbox, args: dict[str, Any], *, timeout: float = 30) -> str:
         capture_output=True, text=True, timeout=timeout, check=False,
     )
     return (result.stdout.strip() or result.stderr.strip())
+
+
+def served_digest(box: Sandbox) -> str:
+    """sha256 of the DER certificate dockerd presents on :2376."""
+    return probe(box, {**probe_args(box.certs), "served": True}).removeprefix("served ")
+
+
+def disk_digest(path: Path) -> str:
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 def docker_tls(
@@ -480,7 +492,7 @@ def test_rotation_failure_keeps_dockerd_serving_counts_and_retries(
     sandboxes: Callable[..., Sandbox],
 ) -> None:
     """A read-only certdir at renewal time: dockerd keeps serving, failures counted, retried."""
-    box = sandboxes(env=TLS_ENV, agent_args=["--tls-server-lifetime", "15s"])
+    box = sandboxes(env=TLS_ENV, agent_args=["--tls-server-lifetime", "12s"])
     wait_tls(box)
     dockerd = box.dockerd_pid()
     remount = box.nsenter("mount", "-o", "remount,bind,ro", "/certs")
@@ -507,6 +519,29 @@ def test_rotation_failure_keeps_dockerd_serving_counts_and_retries(
     assert box.dockerd_pid() != dockerd
     assert box.status()["tls"]["rotation_failures"] == 0
     assert box.metric("dind_dockerd_restarts_total", {"reason": "tls_rotation"}) == 1
+
+
+def test_certs_rotate_from_a_shell_is_served_after_one_restart(
+    sandboxes: Callable[..., Sandbox],
+) -> None:
+    """`certs rotate` run beside the agent: the agent restarts dockerd to serve the new cert."""
+    box = sandboxes(env=TLS_ENV, agent_args=["--tls-server-lifetime", "60s"])
+    wait_tls(box)
+    server_cert = box.certs / "server" / "cert.pem"
+    assert served_digest(box) == disk_digest(server_cert)
+    dockerd = box.dockerd_pid()
+    rotate = box.nsenter(PYTHON, "-m", "supervisor", "certs", "rotate", "--certdir", "/certs",
+                         "--json")
+    assert rotate.returncode == 0, rotate.stderr
+    assert {c["cert"] for c in json.loads(rotate.stdout)["changes"]} == {"server", "client"}
+    new = disk_digest(server_cert)
+    # The agent looks every lifetime/20 = 3 s here (5 min at most by default).
+    poll(lambda: served_digest(box) == new, timeout=30, interval=0.2,
+         what="dockerd serving the certificate `certs rotate` wrote")
+    assert box.dockerd_pid() != dockerd
+    assert box.events_named("server_certificates_changed")
+    assert box.metric("dind_dockerd_restarts_total", {"reason": "tls_rotation"}) == 1
+    assert tls_version(box)
 
 
 def test_second_start_with_valid_certs_rewrites_nothing(

@@ -13,7 +13,7 @@ from supervisor.config import Config, TlsConfig
 from supervisor.errors import CertificateError
 from supervisor.metrics import Metrics
 from supervisor.tls import certs, rotation
-from supervisor.tls.service import TlsService, retry_base, spec_from_config
+from supervisor.tls.service import TlsService, recheck_interval, retry_base, spec_from_config
 
 pytestmark = pytest.mark.unit
 
@@ -74,3 +74,31 @@ def test_failed_renewal_is_counted_and_paced_then_succeeds(
     assert metrics.registry.get_sample_value("dind_tls_rotations_total", {"cert": "server"}) == 1
     assert service.failures == 0
     assert restarts == [True]
+
+
+def test_server_files_replaced_by_someone_else_restart_dockerd(certdir: Path) -> None:
+    """`certs rotate` from a shell (no renewal due for the agent) still restarts dockerd once."""
+    config = Config(tls=TlsConfig(certdir=str(certdir)))
+    restarts: list[bool] = []
+    service = TlsService(config, Metrics(), request_restart=lambda: restarts.append(True),
+                         now=lambda: NOW)
+    service.sans = SANS
+
+    async def scenario() -> list[bool]:
+        await service.ensure()
+        await service.rotate_once()  # nothing due, nothing changed: no restart
+        quiet = list(restarts)
+        rotation.rotate(certdir, service.spec, SANS, NOW, force=True)  # the command line
+        await service.rotate_once()
+        await service.rotate_once()  # dockerd was restarted on the new files: once only
+        return quiet
+
+    assert anyio.run(scenario) == []
+    assert restarts == [True]
+
+
+def test_recheck_interval_bounds_how_long_replaced_files_go_unnoticed() -> None:
+    """At most 5 minutes between looks at the certdir; short lifetimes look more often."""
+    assert recheck_interval(spec_from_config(Config())) == dt.timedelta(minutes=5)
+    short = spec_from_config(Config(tls=TlsConfig(server_lifetime=60.0)))
+    assert recheck_interval(short) == dt.timedelta(seconds=3)
