@@ -33,6 +33,7 @@ from tests.integration.sandbox import REPO, Sandbox, busybox_rootfs_tar, poll
 
 TLS_ENV = {"DOCKER_TLS_CERTDIR": "/certs"}
 ENDPOINT = "http://127.0.0.1:9324"
+_WARMUP = 10  # GETs before the timed ones (first connection, lazy imports)
 # Entering the mount namespace resets the working directory to its root.
 INSIDE_ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
@@ -63,6 +64,9 @@ class Scrape:
     count: int
     errors: int
     body_bytes: int
+    # The agent's own CPU per scrape (utime+stime delta / GETs): unlike the
+    # latency, it does not grow when other users load the machine.
+    cpu_per_scrape: float
 
 
 @dataclass(slots=True, kw_only=True)
@@ -95,15 +99,20 @@ class Load:
     orphans: int = 0
 
 
-def _scrape(box: Sandbox, count: int) -> Scrape:
+def _scrape(box: Sandbox, count: int, agent: int) -> Scrape:
+    ticks = cpu_ticks(agent)
     out = box.nsenter(sys.executable, "-m", "bench.inside", "scrape", "--url",
-                      f"{ENDPOINT}/metrics", "--count", str(count), timeout=300, env=INSIDE_ENV)
+                      f"{ENDPOINT}/metrics", "--count", str(count), "--warmup", str(_WARMUP),
+                      timeout=300, env=INSIDE_ENV)
     if out.returncode != 0:
         raise RuntimeError(f"scraper failed: {out.stderr}")
+    used = (cpu_ticks(agent) - ticks) / CLK_TCK
     data = json.loads(out.stdout)
     latencies = data["latencies"]
+    requests = len(latencies) + len(data["errors"]) + _WARMUP
     return Scrape(p50=percentile(latencies, 50), p99=percentile(latencies, 99),
-                  count=len(latencies), errors=len(data["errors"]), body_bytes=data["bytes"])
+                  count=len(latencies), errors=len(data["errors"]), body_bytes=data["bytes"],
+                  cpu_per_scrape=used / requests)
 
 
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
@@ -198,10 +207,10 @@ def footprint_and_load(
         result.rss_pid1, result.rss_agent = rss_bytes(box.pid1), rss_bytes(agent)
         result.rss_dockerd = rss_bytes(dockerd)
         result.pss_pid1_agent = pss_bytes(box.pid1) + pss_bytes(agent)
-        result.scrape_empty = _scrape(box, scrapes)
+        result.scrape_empty = _scrape(box, scrapes, agent)
         box.docker("import", str(busybox_rootfs_tar(box.root)), "busybox:test")
         _create_containers(box, containers)
-        result.scrape_full = _scrape(box, scrapes)
+        result.scrape_full = _scrape(box, scrapes, agent)
         result.wrk = _wrk(box, wrk_seconds, wrk_connections)
         result.rss_agent_loaded = rss_bytes(agent)
         for _ in range(reap_runs):

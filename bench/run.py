@@ -110,7 +110,8 @@ def rows(
         out.append(Row(
             figure=f"7. /metrics scrape at {label} containers ({scrape.count} sequential GETs)",
             ours=f"p50 {scrape.p50 * 1000:.1f} ms, p99 {scrape.p99 * 1000:.1f} ms",
-            comparison=f"{scrape.errors} errors, {scrape.body_bytes} bytes", relation="—",
+            comparison=f"{scrape.errors} errors, {scrape.body_bytes} bytes",
+            relation=f"agent CPU {scrape.cpu_per_scrape * 1000:.1f} ms/scrape",
             goal="p99 ≤ 10 ms" if goal else "—", met=(scrape.p99 <= 0.010) if goal else None))
     if res.wrk is not None:
         w = res.wrk
