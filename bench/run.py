@@ -10,6 +10,8 @@ Does not own the measurements (bench.lifecycle, bench.load).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import sys
 import time
@@ -206,9 +208,13 @@ def main(argv: list[str] | None = None) -> int:
     table = rows(ready=ready, certs=certs, rec=rec, rot=rot, res=res)
     text = markdown(table, info, mode=mode, notes=notes(plan, mode), profile=profile)
     output.write_text(text)
+    raw = {"machine": info, "plan": dataclasses.asdict(plan), "ready": dataclasses.asdict(ready),
+           "certs": certs, "recovery": dataclasses.asdict(rec),
+           "rotation": dataclasses.asdict(rot), "load": dataclasses.asdict(res)}
+    output.with_suffix(".json").write_text(json.dumps(raw, indent=1) + "\n")
     plot(ready, picture)
     print(text)
-    print(f"\nwrote {output} and {picture}", file=sys.stderr)
+    print(f"\nwrote {output}, its .json (raw runs) and {picture}", file=sys.stderr)
     return 0
 
 
