@@ -137,6 +137,18 @@ def probe(box: Sandbox, args: dict[str, Any], *, timeout: float = 30) -> str:
     return (result.stdout.strip() or result.stderr.strip())
 
 
+def first_tls_ping(box: Sandbox, certdir: Path) -> float:
+    """CLOCK_MONOTONIC time of the first TLS /_ping answered, polled every ~10 ms."""
+    assert box.pid1 is not None
+    result = subprocess.run(
+        ["nsenter", "-t", str(box.pid1), "-n", "--", PYTHON, "-c", PROBE,
+         json.dumps({"mode": "until_ok", "timeout": 40, **probe_args(certdir)})],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 0, box.log_tail()
+    return float(json.loads(result.stdout)["t"])
+
+
 def served_digest(box: Sandbox) -> str:
     """sha256 of the DER certificate dockerd presents on :2376."""
     return probe(box, {**probe_args(box.certs), "served": True}).removeprefix("served ")
@@ -315,14 +327,7 @@ def test_client_folder_works_and_first_start_time_is_measured(
     """The docker CLI with /certs/client talks TLS to dockerd and runs a busybox container."""
     started, started_wall = time.monotonic(), time.time()
     box = sandboxes(env={**TLS_ENV, "DOCKER_TLS_SAN": "DNS:dind.example,IP:10.9.8.7"})
-    assert box.pid1 is not None
-    until_ok = subprocess.run(
-        ["nsenter", "-t", str(box.pid1), "-n", "--", PYTHON, "-c", PROBE,
-         json.dumps({"mode": "until_ok", "timeout": 40, **probe_args(box.certs)})],
-        capture_output=True, text=True, timeout=60, check=False,
-    )
-    assert until_ok.returncode == 0, box.log_tail()
-    first_ping = json.loads(until_ok.stdout)["t"] - started
+    first_ping = first_tls_ping(box, box.certs) - started
     version = wait_tls(box)
     first_version = time.monotonic() - started
     figure(record_property, "agent_first_start_to_tls_ping_s", round(first_ping, 3))
@@ -341,7 +346,7 @@ def test_client_folder_works_and_first_start_time_is_measured(
     sans = SanSet.from_certificate(server).entries()
     assert {"DNS:docker", "DNS:localhost", "DNS:dind.example", "IP:127.0.0.1",
             "IP:10.9.8.7"} <= set(sans), sans
-    assert version.startswith("20.")
+    assert version[0].isdigit(), version
 
     import_busybox(box, busybox_tar)
     run = docker_tls(box, "run", "--rm", "--network", "none", "busybox:test",
@@ -371,14 +376,7 @@ def test_bare_dockerd_tls_ready_time_for_comparison(
     ]
     started = time.monotonic()
     box = sandboxes(command=argv, certs=certdir)
-    assert box.pid1 is not None
-    until_ok = subprocess.run(
-        ["nsenter", "-t", str(box.pid1), "-n", "--", PYTHON, "-c", PROBE,
-         json.dumps({"mode": "until_ok", "timeout": 40, **probe_args(certdir)})],
-        capture_output=True, text=True, timeout=60, check=False,
-    )
-    assert until_ok.returncode == 0, box.log_tail()
-    first_ping = json.loads(until_ok.stdout)["t"] - started
+    first_ping = first_tls_ping(box, certdir) - started
     assert wait_tls(box)
     figure(record_property, "bare_dockerd_start_to_tls_ping_s", round(first_ping, 3))
     figure(record_property, "bare_dockerd_start_to_tls_docker_version_s",
@@ -477,15 +475,19 @@ def test_rotation_keeps_the_container_running_and_the_cli_working(
     assert new_serials["client"] != old_serials["client"]
     previous = box.certs / ".previous" / "server"
     assert {p.name for p in previous.iterdir()} == {"ca.pem", "cert.pem", "key.pem"}
-    samples_now = scrape(box)
-    if sample(samples_now, "dind_tls_rotations_total", cert="server") == 1:
+    # The backup is the generation replaced last: the first rotation's old
+    # certificate, or a later one's if the 15 s leaf rotated again meanwhile.
+    server_changes = [c for e in box.events_named("certificates_rotated") for c in e["certs"]
+                      if c["cert"] == "server"]
+    assert server_changes[0]["old_serial"] == old_serials["server"]
+    assert serial(previous / "cert.pem") == server_changes[-1]["old_serial"]
+    if len(server_changes) == 1:
         assert (previous / "cert.pem").read_bytes() == old_server
     assert (previous / "key.pem").read_bytes() == (box.certs / "server/key.pem").read_bytes()
+    samples_now = scrape(box)
     restarts = sample(samples_now, "dind_dockerd_restarts_total", reason="tls_rotation")
     assert restarts >= 1
     assert restarts == sample(samples_now, "dind_tls_rotations_total", cert="server")
-    rotated_events = box.events_named("certificates_rotated")
-    assert {c["cert"] for e in rotated_events for c in e["certs"]} >= {"server", "client"}
 
 
 def test_rotation_failure_keeps_dockerd_serving_counts_and_retries(
@@ -499,8 +501,12 @@ def test_rotation_failure_keeps_dockerd_serving_counts_and_retries(
     assert remount.returncode == 0, remount.stderr
     files = tree(box.certs)
 
-    poll(lambda: (box.metric("dind_tls_rotation_failures_total") or 0) >= 2, timeout=30,
-         interval=0.2, what="two failed renewals")
+    def failures() -> float:
+        return box.metric("dind_tls_rotation_failures_total") or 0.0
+
+    poll(lambda: failures() >= 1, timeout=30, interval=0.1, what="a failed renewal")
+    assert probe(box, probe_args(box.certs)) == "ok"  # still serving the current certs
+    poll(lambda: failures() >= 2, timeout=30, interval=0.1, what="a failed retry")
     assert box.dockerd_pid() == dockerd
     assert box.status()["dockerd"]["state"] == "running"
     assert box.docker_answers()
