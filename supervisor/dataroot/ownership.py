@@ -129,6 +129,19 @@ def acquire(
     _require_aware(now)
     try:
         data_root.mkdir(mode=0o710, parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        # mkdir(exist_ok=True) says "File exists" for a file in the way, which
+        # reads as if nothing were wrong.
+        in_the_way = next(
+            (p for p in (data_root, *data_root.parents) if p.exists() and not p.is_dir()),
+            data_root,
+        )
+        raise DataRootError(
+            f"data root {data_root} is not a directory: {in_the_way} is a file",
+            path=str(data_root),
+            remedy="move that file away, or point dockerd.data_root (--dockerd-data-root)"
+            " at a directory",
+        ) from exc
     except OSError as exc:
         raise DataRootError(
             f"cannot create data root {data_root}: {exc.strerror}",
