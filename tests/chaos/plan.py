@@ -25,7 +25,7 @@ class Fault(enum.StrEnum):
     SIGNAL_BURST = "signal_burst"  # HUP/USR1/USR2 to PID 1, back to back
     FILL_DATA_ROOT = "fill_data_root"  # data root filled to ENOSPC, then freed
     CERTDIR_READONLY = "certdir_readonly"  # /certs remounted read-only; dockerd restarted meanwhile
-    DELETE_CLIENT_CERTS = "delete_client_certs"  # client/{ca,cert,key}.pem removed
+    DELETE_CLIENT_CERTS = "delete_client_certs"  # client/{ca,cert,key}.pem removed, reissued
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
