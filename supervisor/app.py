@@ -12,6 +12,7 @@ Signals are read by one task and mapped to actions by ``signal_action``.
 from __future__ import annotations
 
 import enum
+import importlib
 import os
 import signal
 import ssl
@@ -21,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.abc import TaskStatus
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 
 from supervisor import __version__
@@ -33,12 +33,11 @@ from supervisor.containers import (
     ContainerWatcher,
 )
 from supervisor.dataroot.service import DataRootService, log_findings
-from supervisor.docker_api import DockerApi, DockerApiError
+from supervisor.docker_api import DockerApi, DockerApiError, tcp_listening
 from supervisor.dockerd import lifecycle as lc
 from supervisor.dockerd.daemon import Daemon
 from supervisor.dockerd.process import build_argv
 from supervisor.errors import SupervisorError
-from supervisor.http import HttpEndpoint, build_app, client_auth_context
 from supervisor.logs import get_logger
 from supervisor.metrics import Metrics
 from supervisor.network import detect_mtu
@@ -107,6 +106,7 @@ class Agent:
         )
         self.prepare_report: Any = None
         self.http_ssl_context: ssl.SSLContext | None = None
+        self.fatal: SupervisorError | None = None
         self.prepare_env: dict[str, str] = {}
         self.policy = PolicyService(
             config, self.metrics, under_init=under_init, dockerd_pid=self._dockerd_pid
@@ -119,7 +119,12 @@ class Agent:
             ping=self.api.ping,
             argv=self.dockerd_argv,
             env=self.dockerd_env,
-            before_spawn=[self.prepare_spawn, self.data_root.before_spawn],
+            before_spawn=[
+                self.prepare_spawn,
+                self.data_root.before_spawn,
+                *([self.tls.before_spawn] if self.tls else []),
+            ],
+            ready_check=self.ready_check,
             observers=[self.policy.observe_line],
             wrap=self.policy.wrap,
         )
@@ -198,6 +203,12 @@ class Agent:
         self.prepare_env = dockerd_env(report, self.env)
         log_findings(self.log, "preparation_finding", list(report.findings))
 
+    async def ready_check(self) -> None:
+        """/_ping on the socket, and with TLS the TCP listener too: dockerd opens it last."""
+        await self.api.ping()
+        if self.tls is not None:
+            await tcp_listening(self.config.tls.listen)
+
     # Views ------------------------------------------------------------------
 
     def is_ready(self) -> bool:
@@ -250,18 +261,19 @@ class Agent:
                 if self.systemd.watchdog_interval is not None:
                     tg.start_soon(self._watchdog, self.systemd.watchdog_interval)
                 try:
-                    if self.config.http.listen and not self.config.http.tls:
-                        await tg.start(self._serve_http)
                     await self.start_up()
-                    if self.config.http.listen and self.config.http.tls:
-                        # HTTPS needs the certificates start_up issued.
-                        await tg.start(self._serve_http)
+                    if self.config.http.listen:
+                        # After start-up: HTTPS needs its certificates, and the
+                        # endpoint's imports (aiohttp) overlap dockerd's own start.
+                        tg.start_soon(self._serve_http)
                     if self.tls is not None:
                         await tg.start(self.tls.run)
                     tg.start_soon(self._while_ready)
                     if self.config.agent.stop_file:
                         tg.start_soon(self._watch_stop_file, Path(self.config.agent.stop_file))
                     code = await self.daemon.run()
+                    if self.fatal is not None:
+                        raise self.fatal
                 except SupervisorError as exc:
                     # Raised outside the task group, so callers get it as it is
                     # and not wrapped in an ExceptionGroup.
@@ -281,15 +293,25 @@ class Agent:
         self.log.info("agent_stopped", exit_code=code)
         return code
 
-    async def _serve_http(self, *, task_status: TaskStatus[None]) -> None:
+    async def _serve_http(self) -> None:
+        http = await anyio.to_thread.run_sync(importlib.import_module, "supervisor.http")
         host, port = parse_listen(self.config.http.listen)
-        app = build_app(metrics=self.metrics, is_ready=self.is_ready, status=self.status)
+        app = http.build_app(metrics=self.metrics, is_ready=self.is_ready, status=self.status)
         context = None
         if self.config.http.tls and self.tls is not None:
             files = self.tls.files
-            context = client_auth_context(ca=files.ca, cert=files.cert, key=files.key)
+            context = http.client_auth_context(ca=files.ca, cert=files.cert, key=files.key)
             self.http_ssl_context = context
-        await HttpEndpoint(app, host, port, ssl_context=context).run(task_status=task_status)
+        try:
+            await http.HttpEndpoint(app, host, port, ssl_context=context).run()
+        except OSError as exc:
+            self.fatal = SupervisorError(
+                f"cannot serve the HTTP endpoint on {self.config.http.listen}:"
+                f" {exc.strerror or exc}",
+                remedy="free that port or set --http-listen to another address"
+                " (an empty value turns the endpoint off)",
+            )
+            self.daemon.request_stop()
 
     async def _while_ready(self) -> None:
         """Each time dockerd becomes ready, run what needs its API until it is not."""

@@ -48,16 +48,17 @@ import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
-import aiodocker
-import aiohttp
 import anyio
 import structlog
 from anyio.abc import TaskStatus
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from supervisor.errors import SupervisorError
+
+if TYPE_CHECKING:  # aiohttp and aiodocker cost ~0.3 s to import: not before dockerd runs
+    import aiodocker
 
 KNOWN_STATES: Final = ("created", "running", "paused", "restarting", "exited", "removing", "dead")
 
@@ -382,7 +383,7 @@ class AiodockerContainerSource:
     async def list_containers(self) -> list[dict[str, Any]]:
         try:
             containers = await self._docker.containers.list(all=True)
-        except (aiodocker.DockerError, aiohttp.ClientError, OSError) as exc:
+        except _docker_errors(OSError) as exc:
             raise self._error("container list", exc) from exc
         # DockerContainer offers [] and `in` but no get().
         return [
@@ -394,6 +395,8 @@ class AiodockerContainerSource:
         # aiodocker's DockerEvents runs the stream in an unsupervised task and
         # a shared channel; reading /events here keeps it cancellable and ours.
         params = {"since": format_since(since_ns), "filters": json.dumps({"type": ["container"]})}
+        import aiohttp
+
         timeout = aiohttp.ClientTimeout(
             total=None, sock_read=None, sock_connect=self._connect_timeout
         )
@@ -405,7 +408,7 @@ class AiodockerContainerSource:
                             yield json.loads(line)
                 finally:
                     response.close()
-        except (aiodocker.DockerError, aiohttp.ClientError, OSError, ValueError) as exc:
+        except _docker_errors(OSError, ValueError) as exc:
             raise self._error("events stream", exc) from exc
 
 
@@ -439,3 +442,10 @@ class ContainerCollector:
         for action, count in sorted(figures.events_by_action.items()):
             events.add_metric([action], count)
         yield events
+
+
+def _docker_errors(*more: type[Exception]) -> tuple[type[Exception], ...]:
+    import aiodocker
+    import aiohttp
+
+    return (aiodocker.DockerError, aiohttp.ClientError, *more)

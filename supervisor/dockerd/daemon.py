@@ -48,6 +48,7 @@ class Daemon:
         observers: Sequence[LineObserver] = (),
         pass_fds: Callable[[], Sequence[int]] = tuple,
         wrap: Callable[[Sequence[str], Mapping[str, str]], Sequence[str]] | None = None,
+        ready_check: Ping | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -61,6 +62,8 @@ class Daemon:
         self._pass_fds = pass_fds
         # The exec wrapper (resource policy) goes in front of the argv we log.
         self._wrap = wrap
+        # Readiness may ask more than liveness (e.g. the TLS listener is open too).
+        self._ready_check = ready_check or ping
         self._clock = clock
         self._wall = wall_clock
         self._log = get_logger(component="dockerd")
@@ -272,7 +275,7 @@ class Daemon:
                 await listener.__aexit__(None, None, None)
 
     async def _readiness_then_liveness(self, listener: NotifyListener) -> None:
-        await wait_ready(self._ping, listener.ready)
+        await wait_ready(self._ready_check, listener.ready)
         self._send.send_nowait(lc.Ready())
         liveness = self._config.liveness
         await watch_liveness(
