@@ -163,6 +163,11 @@ def certdir_is_a_file(certdir: Path, _data_root: Path) -> None:
 # The table ------------------------------------------------------------------
 
 TLS = {"DOCKER_TLS_CERTDIR": "/certs"}
+HTTP_BIND_BUG = (
+    "app.py _serve_http: the endpoint is bound only after start_up, concurrently with dockerd;"
+    " a bind failure (busy port, unknown host, '::1' read as host ':' port 1 by config.py"
+    " parse_listen) becomes a plain SupervisorError, exit 1, after dockerd was started"
+)
 
 RUN_CASES = [
     # Configuration files.
@@ -236,14 +241,16 @@ RUN_CASES = [
             names=("--liveness-interval", "liveness.interval", "'soon'")),
     RunCase(id="flag-bad-listen", args=("--http-listen", "nowhere"),
             names=("--http-listen", "http.listen", "'nowhere'")),
+    # An address that cannot be bound is a configuration error: exit 2 before dockerd runs.
     RunCase(id="flag-listen-without-port", args=("--http-listen", "::1"),
-            names=("http.listen", "::1"),
-            bug="config.py parse_listen: '::1' splits into host ':' and port 1 and passes;"
-                " the bind then fails with a traceback (exit 1)"),
+            names=("http-listen", "::1"), bug=HTTP_BIND_BUG),
     RunCase(id="flag-listen-unresolvable", args=("--http-listen", "no-such-host.invalid:9324"),
-            names=("http.listen", "no-such-host.invalid"),
-            bug="app.py run: an OSError binding the HTTP endpoint escapes the task group as an"
-                " ExceptionGroup (traceback, exit 1) instead of a ConfigError (exit 2)"),
+            names=("http-listen", "no-such-host.invalid"), bug=HTTP_BIND_BUG),
+    RunCase(id="http-port-in-use",
+            setup=f"({PYTHON} -c 'import socket, time; s = socket.socket();"
+                  " s.bind((\"0.0.0.0\", 9324)); s.listen(); time.sleep(300)' &)"
+                  " && until ss -Hltn sport = :9324 | grep -q LISTEN; do sleep 0.05; done",
+            names=("http-listen", "9324", "Address already in use"), bug=HTTP_BIND_BUG),
     RunCase(id="flag-bad-key-type", args=("--tls-key-type", "dsa"),
             names=("tls.key_type", "'dsa'")),
     RunCase(id="flag-bad-policy-mode", args=("--policy-mode", "maybe"),
