@@ -74,19 +74,36 @@ def machine(proc: Path = Path("/proc")) -> dict[str, str]:
     }
 
 
-def import_profile(top: int = 8) -> list[tuple[str, float]]:
-    """The agent's heaviest imports (cumulative ms) from `python -X importtime`."""
-    out = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", "import supervisor.app"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )
-    rows: list[tuple[str, float]] = []
-    for line in out.stderr.splitlines():
-        match = re.match(r"import time:\s+\d+ \|\s+(\d+) \|(\s*)(\S+)", line)
-        if match and len(match[2]) <= 7:  # top-level and first two nesting levels
-            rows.append((match[3], int(match[1]) / 1000))
-    rows.sort(key=lambda row: -row[1])
-    return rows[:top]
+IMPORTS = ("structlog", "anyio", "prometheus_client", "cryptography.x509", "aiohttp",
+           "aiohttp.web", "aiodocker", "supervisor.cli", "supervisor.app")
+# VmRSS, not ru_maxrss: Linux carries the peak across exec, so a child of a
+# big benchmark process would start with the parent's peak.
+_MEASURE = ("import time; t = time.perf_counter(); import {0}; s = time.perf_counter() - t; "
+            "print(s, [x.split()[1] for x in open('/proc/self/status') "
+            "if x.startswith('VmRSS')][0])")
+
+
+def import_profile(modules: Sequence[str] = IMPORTS, repeat: int = 3) -> list[str]:
+    """Import time and RSS of each module alone in a fresh interpreter (median)."""
+    lines = []
+    base = _import_cost("sys", repeat)[1]
+    for module in modules:
+        seconds, rss_kb = _import_cost(module, repeat)
+        lines.append(f"- `{module}`: {seconds * 1000:.0f} ms, +{(rss_kb - base) / 1024:.1f} MB "
+                     "RSS over a bare interpreter")
+    lines.append(f"- (bare interpreter: {base / 1024:.1f} MB RSS)")
+    return lines
+
+
+def _import_cost(module: str, repeat: int) -> tuple[float, int]:
+    times, peaks = [], []
+    for _ in range(repeat):
+        out = subprocess.run([sys.executable, "-c", _MEASURE.format(module)],
+                             capture_output=True, text=True, timeout=60, check=True)
+        seconds, peak = out.stdout.split()
+        times.append(float(seconds))
+        peaks.append(int(peak))
+    return statistics.median(times), int(statistics.median(peaks))
 
 
 def phase_lines(times: ReadyTimes) -> list[str]:
