@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from anyio.abc import TaskGroup
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 
 from supervisor import __version__
@@ -107,6 +108,8 @@ class Agent:
         self.prepare_report: Any = None
         self.http_ssl_context: ssl.SSLContext | None = None
         self.fatal: SupervisorError | None = None
+        self._stopping = False
+        self._task_group: TaskGroup | None = None
         self.prepare_env: dict[str, str] = {}
         self.policy = PolicyService(
             config, self.metrics, under_init=under_init, dockerd_pid=self._dockerd_pid
@@ -257,6 +260,7 @@ class Agent:
         code = 1
         try:
             async with anyio.create_task_group() as tg:
+                self._task_group = tg
                 tg.start_soon(self._handle_signals)
                 if self.systemd.watchdog_interval is not None:
                     tg.start_soon(self._watchdog, self.systemd.watchdog_interval)
@@ -336,6 +340,29 @@ class Agent:
             return
         self.data_root.dockerd_ready(info)
 
+    async def stop_gracefully(self) -> None:
+        """The final stop: containers first, then the one TERM to dockerd.
+
+        With --live-restore, dockerd leaves its containers running when it
+        exits; at the final stop they would then die with the container's PID
+        namespace, never getting their stop signal. So the agent stops them
+        first (each with its own stop timeout, at most dockerd.stop_timeout).
+        """
+        if self.config.dockerd.live_restore and self.daemon.state is lc.State.RUNNING:
+            started = anyio.current_time()
+            stopped = 0
+            with anyio.move_on_after(self.config.dockerd.stop_timeout):
+                try:
+                    stopped = await self.api.stop_running_containers()
+                except DockerApiError as exc:
+                    self.log.warning("containers_not_stopped", error=str(exc))
+            self.log.info(
+                "containers_stopped",
+                containers=stopped,
+                seconds=round(anyio.current_time() - started, 3),
+            )
+        self.daemon.request_stop()
+
     async def _watch_stop_file(self, path: Path) -> None:
         """Sidecar mode: the job container writes this file when it is done."""
         # Polled: inotify does not see files written through another mount
@@ -343,7 +370,9 @@ class Agent:
         while not await anyio.Path(path).exists():  # noqa: ASYNC110
             await anyio.sleep(1.0)
         self.log.info("stop_file_found", path=str(path))
-        self.daemon.request_stop()
+        if not self._stopping:
+            self._stopping = True
+            await self.stop_gracefully()
 
     async def _handle_signals(self) -> None:
         with anyio.open_signal_receiver(*SIGNAL_ACTIONS) as signals:
@@ -353,7 +382,12 @@ class Agent:
                 self.log.info("signal_received", signal=name, action=action and action.value)
                 if action is SignalAction.STOP:
                     self.systemd.stopping("stopping dockerd")
-                    self.daemon.request_stop()
+                    if self._stopping:
+                        # Asked again: do not wait for the containers any longer.
+                        self.daemon.request_stop()
+                    elif self._task_group is not None:
+                        self._stopping = True
+                        self._task_group.start_soon(self.stop_gracefully)
                 elif action is SignalAction.FORWARD:
                     self.daemon.forward_signal(signum)
                 elif action is SignalAction.LOG_STATUS:

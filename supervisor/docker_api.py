@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from supervisor.logs import get_logger
+
 if TYPE_CHECKING:
     import aiodocker
 
@@ -101,6 +103,26 @@ class DockerApi:
     async def info(self) -> dict[str, Any]:
         result = await self._call(self.docker.system.info)
         return dict(result)
+
+    async def stop_running_containers(self) -> int:
+        """Stop every running container in parallel, each with its own stop timeout.
+
+        Cancellable; returns how many were asked to stop. A container that is
+        already gone or refuses counts as done: dockerd handles the rest.
+        """
+        containers = await self._call(self.docker.containers.list)
+        log = get_logger(component="dockerd")
+
+        async def stop(container: Any) -> None:
+            try:
+                await self._call(lambda: container.stop(timeout=None))
+            except DockerApiError as exc:
+                log.warning("container_stop_failed", container=container.id[:12], error=str(exc))
+
+        async with anyio.create_task_group() as tg:
+            for container in containers:
+                tg.start_soon(stop, container)
+        return len(containers)
 
     async def _post_json(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         docker = self.docker

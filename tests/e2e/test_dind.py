@@ -181,12 +181,6 @@ def _nested_state_after_stop(
                          "polite").stdout.split()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="live-restore (on by default) makes dockerd leave containers running at its "
-    "final stop; they are then SIGKILLed with the dind container's PID namespace and "
-    "found as 'exited 255' (reported: the agent should stop them before stopping dockerd)",
-)
 def test_docker_stop_stops_nested_containers_gracefully(
     outer: Outer, dinds: Callable[..., Dind], busybox_tar: Path
 ) -> None:

@@ -6,9 +6,11 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import import_busybox
 from tests.integration.sandbox import Sandbox, poll
 
 pytestmark = pytest.mark.integration
@@ -154,3 +156,27 @@ def test_readyz_is_503_while_restarting_and_counter_matches_kills(
         poll(lambda: box.http("/readyz")[0] == 503, timeout=5, interval=0.02, what="503")
         box.wait_ready()
         assert box.metric("dind_dockerd_restarts_total", {"reason": "exit"}) == kill
+
+
+def test_final_stop_stops_containers_before_dockerd(
+    sandboxes: Callable[..., Sandbox], busybox_tar: Path
+) -> None:
+    """With live-restore, TERM to PID 1 still gives running containers their stop signal."""
+    box = sandboxes()
+    box.wait_ready()
+    import_busybox(box, busybox_tar)
+    box.docker(
+        "run", "-d", "--name", "trapper", "--network", "none", "busybox:test",
+        "sh", "-c", "trap 'echo got-term; exit 3' TERM; while true; do sleep 0.1; done",
+    )  # fmt: skip
+    box.signal(signal.SIGTERM)
+    assert box.wait(timeout=40) == 0
+    stopped = box.events_named("containers_stopped")
+    assert stopped
+    assert stopped[0]["containers"] == 1
+    # The next daemon on this data root finds the container exited by its own trap.
+    again = sandboxes(data_root=box.data_root)
+    again.wait_ready()
+    state = again.docker("inspect", "-f", "{{.State.ExitCode}}", "trapper").stdout.strip()
+    assert state == "3"
+    assert "got-term" in again.docker("logs", "trapper").stdout
