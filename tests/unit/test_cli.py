@@ -1,0 +1,224 @@
+"""Tests for supervisor.cli: argument splitting, the default command, exit codes, error output.
+
+The agent is never started: ``_run`` is replaced by a recorder in every test,
+so a configuration that unexpectedly validates cannot touch the machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+
+from supervisor import __version__, cli
+from supervisor.config import Config
+
+pytestmark = pytest.mark.unit
+
+NOT_STARTED = 99
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Config]]:
+    """Clean environment, the agent replaced by a recorder, logging state restored after."""
+    for name in list(os.environ):
+        if name.startswith(("DIND_SUPERVISOR_", "DOCKER_", "NOTIFY_SOCKET")):
+            monkeypatch.delenv(name)
+    started: list[Config] = []
+
+    def fake_run(cfg: Config) -> int:
+        started.append(cfg)
+        return NOT_STARTED
+
+    monkeypatch.setattr(cli, "_run", fake_run)
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    yield started
+    structlog.reset_defaults()
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+
+
+@pytest.fixture
+def started(_isolated: list[Config]) -> list[Config]:
+    return _isolated
+
+
+# split_dockerd_args -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "own", "dockerd"),
+    [
+        (["run", "--log-level", "debug"], ["run", "--log-level", "debug"], []),
+        (["run", "--", "--debug", "--mtu=1400"], ["run"], ["--debug", "--mtu=1400"]),
+        (["--", "dockerd", "--storage-driver", "vfs"], [], ["--storage-driver", "vfs"]),
+        (["--", "dockerd"], [], []),
+        (["--", "--debug", "dockerd"], [], ["--debug", "dockerd"]),
+        (["run", "--", "--", "x"], ["run"], ["--", "x"]),
+        ([], [], []),
+        (["--"], [], []),
+    ],
+)
+def test_split_dockerd_args(argv: list[str], own: list[str], dockerd: list[str]) -> None:
+    """Everything after the first `--` goes to dockerd; a leading `dockerd` word is dropped."""
+    assert cli.split_dockerd_args(argv) == (own, dockerd)
+
+
+# Commands ------------------------------------------------------------------------------
+
+
+def test_version_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    """`version` prints the package version and returns 0."""
+    assert cli.main(["version"]) == 0
+    assert capsys.readouterr().out.strip() == f"dind-supervisor {__version__}"
+
+
+def test_help_returns_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--help` prints usage with the commands and returns 0."""
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "usage: dind-supervisor" in out
+    for command in ("run", "certs", "status", "wait", "check", "version"):
+        assert command in out
+
+
+def test_run_help_lists_setting_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    """`run --help` lists a flag for each setting."""
+    assert cli.main(["run", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--dockerd-start-timeout" in out
+    assert "--no-dockerd-live-restore" in out
+
+
+def test_bad_flag_value_exits_2_naming_key_value_flag(
+    capsys: pytest.CaptureFixture[str], started: list[Config]
+) -> None:
+    """A bad flag value exits 2 and stderr names the key, the value and the flag."""
+    assert cli.main(["run", "--log-level", "loud"]) == 2
+    err = capsys.readouterr().err
+    assert "configuration error" in err
+    assert "log.level" in err
+    assert "'loud'" in err
+    assert "flag --log-level" in err
+    assert started == []
+
+
+def test_no_subcommand_defaults_to_run(
+    capsys: pytest.CaptureFixture[str], started: list[Config]
+) -> None:
+    """Arguments without a command are `run`'s: a bad run flag is reported as such (exit 2)."""
+    assert cli.main(["--dockerd-mtu", "99999"]) == 2
+    err = capsys.readouterr().err
+    assert "dockerd.mtu" in err
+    assert "99999" in err
+    assert "flag --dockerd-mtu" in err
+    assert started == []
+
+
+def test_bad_environment_variable_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unknown DIND_SUPERVISOR_ variable stops `run` with exit 2, naming the variable."""
+    monkeypatch.setenv("DIND_SUPERVISOR_DOCKER_HOST", "x")
+    assert cli.main(["run"]) == 2
+    assert "DIND_SUPERVISOR_DOCKER_HOST" in capsys.readouterr().err
+
+
+def test_docker_host_tcp_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """DOCKER_HOST=tcp://... is refused with exit 2, naming the variable."""
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2375")
+    assert cli.main([]) == 2
+    err = capsys.readouterr().err
+    assert "environment DOCKER_HOST" in err
+    assert "tcp://127.0.0.1:2375" in err
+
+
+def test_bad_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A bad value in the --config file exits 2, naming the file and key."""
+    path = tmp_path / "bad.toml"
+    path.write_text("[restart]\nmax_failures = 0\n")
+    assert cli.main(["run", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err
+    assert "restart.max_failures" in err
+
+
+def test_unknown_flag_is_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """A flag `run` does not know is a usage error (exit 2) from the parser."""
+    assert cli.main(["run", "--no-such-flag"]) == 2
+    assert "--no-such-flag" in capsys.readouterr().err
+
+
+def test_query_commands_check_config_first(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`status` and `wait` also refuse a bad configuration with exit 2 before any request."""
+    monkeypatch.setenv("DIND_SUPERVISOR_HTTP_LISTEN", "nowhere")
+    assert cli.main(["status"]) == 2
+    assert cli.main(["wait", "--timeout", "0"]) == 2
+    assert capsys.readouterr().err.count("http.listen") == 2
+
+
+# What `run` would start with ---------------------------------------------------------------
+
+
+def test_run_gets_dockerd_args_after_double_dash(started: list[Config]) -> None:
+    """`run -- dockerd --debug` hands dockerd exactly ['--debug']."""
+    assert cli.main(["run", "--", "dockerd", "--debug", "--mtu=1400"]) == NOT_STARTED
+    assert started[0].dockerd.args == ("--debug", "--mtu=1400")
+
+
+def test_default_command_takes_flags_and_dockerd_args(started: list[Config]) -> None:
+    """Without a command, our flags and the dockerd args after `--` both reach `run`."""
+    argv = ["--no-dockerd-live-restore", "--log-level", "debug", "--", "--storage-driver", "vfs"]
+    assert cli.main(argv) == NOT_STARTED
+    cfg = started[0]
+    assert cfg.dockerd.live_restore is False
+    assert cfg.log.level == "debug"
+    assert cfg.dockerd.args == ("--storage-driver", "vfs")
+    assert cfg.sources["log.level"] == "flag --log-level"
+
+
+def test_flags_override_environment(
+    monkeypatch: pytest.MonkeyPatch, started: list[Config]
+) -> None:
+    """A flag wins over the environment for the same key."""
+    monkeypatch.setenv("DIND_SUPERVISOR_LIVENESS_FAILURES", "7")
+    monkeypatch.setenv("DIND_SUPERVISOR_LIVENESS_INTERVAL", "9s")
+    assert cli.main(["--liveness-failures", "2"]) == NOT_STARTED
+    assert started[0].liveness.failures == 2
+    assert started[0].liveness.interval == 9.0
+
+
+def test_empty_argv_runs_with_defaults(started: list[Config]) -> None:
+    """No arguments at all means `run` with the defaults."""
+    assert cli.main([]) == NOT_STARTED
+    assert started[0] == Config()
+
+
+# Helpers ----------------------------------------------------------------------------------
+
+
+def test_settings_table_names_flags_and_variables() -> None:
+    """Each setting row gives its flag and variable in the documented spelling."""
+    rows = {row["key"]: row for row in cli.settings_table()}
+    row = rows["dockerd.start_timeout"]
+    assert row["flag"] == "--dockerd-start-timeout"
+    assert row["env"] == "DIND_SUPERVISOR_DOCKERD_START_TIMEOUT"
+    assert row["default"] == 60.0
+
+
+def test_agent_url(started: list[Config]) -> None:
+    """The agent URL uses loopback for a wildcard listener and brackets IPv6 hosts."""
+    assert cli.agent_url(Config(), None) == "http://127.0.0.1:9324"
+    assert cli.agent_url(Config(), "http://10.0.0.1:1/") == "http://10.0.0.1:1"
+    cli.main(["--http-listen", "[::1]:9400"])
+    assert cli.agent_url(started[0], None) == "http://[::1]:9400"
