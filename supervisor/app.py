@@ -15,6 +15,7 @@ import enum
 import importlib
 import os
 import signal
+import socket
 import ssl
 import time
 from collections.abc import Mapping
@@ -38,14 +39,14 @@ from supervisor.docker_api import DockerApi, DockerApiError, tcp_listening
 from supervisor.dockerd import lifecycle as lc
 from supervisor.dockerd.daemon import Daemon
 from supervisor.dockerd.process import build_argv
-from supervisor.errors import SupervisorError
+from supervisor.errors import ConfigError, SupervisorError
 from supervisor.logs import get_logger
 from supervisor.metrics import Metrics
-from supervisor.network import detect_mtu
+from supervisor.network import bind_listener, detect_mtu
 from supervisor.notify import SystemdNotifier
 from supervisor.policy.service import PolicyService
 from supervisor.procstats import ProcessFigures, pid_from_file
-from supervisor.tls.service import TlsService
+from supervisor.tls.service import TlsService, sans_from_config
 
 
 class SignalAction(enum.Enum):
@@ -108,6 +109,7 @@ class Agent:
         self.prepare_report: Any = None
         self.http_ssl_context: ssl.SSLContext | None = None
         self.fatal: SupervisorError | None = None
+        self.http_socket: socket.socket | None = None
         self._stopping = False
         self._task_group: TaskGroup | None = None
         self.prepare_env: dict[str, str] = {}
@@ -178,6 +180,11 @@ class Agent:
 
     async def start_up(self) -> None:
         """Everything that must hold before dockerd may start; errors end the agent."""
+        if self.config.http.listen:
+            self.http_socket = self._bind_http()
+        if self.tls is not None:
+            # A bad DOCKER_TLS_SAN is a configuration error: refuse it before acting.
+            self.tls.sans = sans_from_config(self.config)
         # The lock first: a second agent on this data root must leave without
         # having touched mounts, iptables or limits.
         await self.data_root.start()
@@ -297,6 +304,20 @@ class Agent:
         self.log.info("agent_stopped", exit_code=code)
         return code
 
+    def _bind_http(self) -> socket.socket:
+        address = self.config.http.listen
+        try:
+            return bind_listener(*parse_listen(address))
+        except OSError as exc:
+            raise ConfigError(
+                key="http.listen",
+                value=address,
+                source=self.config.sources.get("http.listen", "default"),
+                reason=f"cannot listen there: {exc.strerror or exc}",
+                remedy="free that port or set --http-listen to another address"
+                " (an empty value turns the endpoint off)",
+            ) from None
+
     async def _serve_http(self) -> None:
         http = await anyio.to_thread.run_sync(importlib.import_module, "supervisor.http")
         host, port = parse_listen(self.config.http.listen)
@@ -307,7 +328,9 @@ class Agent:
             context = http.client_auth_context(ca=files.ca, cert=files.cert, key=files.key)
             self.http_ssl_context = context
         try:
-            await http.HttpEndpoint(app, host, port, ssl_context=context).run()
+            await http.HttpEndpoint(
+                app, host, port, ssl_context=context, sock=self.http_socket
+            ).run()
         except OSError as exc:
             self.fatal = SupervisorError(
                 f"cannot serve the HTTP endpoint on {self.config.http.listen}:"

@@ -306,19 +306,26 @@ class _Layer:
         self.sources[section, key] = source
 
 
-def _toml_layer(path: Path) -> _Layer:
+def _toml_layer(path: Path, *, named_by: tuple[str, str]) -> _Layer:
+    """``named_by``: (key, source) of the setting that named this file, for errors."""
     layer = _Layer()
     source = f"config file {path}"
+    named_key, named_source = named_by
     try:
         with path.open("rb") as handle:
             document = tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError(
-            key="--config", value=str(path), source="command line", reason="file not found"
+            key=named_key, value=str(path), source=named_source, reason="file not found"
         ) from None
     except OSError as exc:
         raise ConfigError(
-            key="--config", value=str(path), source="command line", reason=exc.strerror or str(exc)
+            key=named_key, value=str(path), source=named_source, reason=exc.strerror or str(exc)
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            key="(file)", value=str(path), source=source,
+            reason=f"not UTF-8 text (byte {exc.start}); TOML files are UTF-8",
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(
@@ -368,6 +375,8 @@ def _validate(config: Config) -> None:
         source = config.sources.get(f"{section}.{key}", "default")
         raise ConfigError(key=f"{section}.{key}", value=value, source=source, reason=reason)
 
+    if not config.dockerd.binary.strip():
+        fail("dockerd", "binary", config.dockerd.binary, "must name the dockerd executable")
     if not config.dockerd.host.startswith("unix://") or config.dockerd.host == "unix://":
         fail(
             "dockerd",
@@ -450,6 +459,8 @@ def parse_listen(address: str) -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError("expected HOST:PORT with a port between 1 and 65535, e.g. 0.0.0.0:9324")
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        raise ValueError("an IPv6 address needs brackets: [::1]:9324")
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
@@ -462,9 +473,12 @@ def load(
 ) -> Config:
     """Merge the sources (later wins) and validate; raises ConfigError."""
     layers: list[_Layer] = []
-    path = config_file or (Path(env[CONFIG_ENV]) if env.get(CONFIG_ENV) else None)
-    if path is not None:
-        layers.append(_toml_layer(path))
+    if config_file is not None:
+        layers.append(_toml_layer(config_file, named_by=("--config", "command line")))
+    elif env.get(CONFIG_ENV):
+        layers.append(
+            _toml_layer(Path(env[CONFIG_ENV]), named_by=(CONFIG_ENV, "environment"))
+        )
     layers.append(_env_layer(env))
     flag_layer = _Layer()
     for (section, key), value in (flags or {}).items():

@@ -10,6 +10,7 @@ is doing.
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 from collections.abc import Callable
 from pathlib import Path
@@ -77,20 +78,29 @@ class HttpEndpoint:
         port: int,
         *,
         ssl_context: ssl.SSLContext | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         self._app = app
         self.host = host
         self.port = port
         self.ssl_context = ssl_context
+        self.sock = sock  # bound beforehand (a bad address fails early), else bind here
         self._log = get_logger(component="http")
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
+        # Idle connections are closed after 15 s, so they cannot pile up.
+        runner = web.AppRunner(
+            self._app, access_log=None, handle_signals=False, keepalive_timeout=15
+        )
         await runner.setup()
         try:
-            site = web.TCPSite(
-                runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl_context
-            )
+            site: web.BaseSite
+            if self.sock is not None:
+                site = web.SockSite(runner, self.sock, ssl_context=self.ssl_context)
+            else:
+                site = web.TCPSite(
+                    runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl_context
+                )
             await site.start()
             self._log.info(
                 "http_listening", host=self.host, port=self.port, tls=self.ssl_context is not None

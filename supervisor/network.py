@@ -81,3 +81,23 @@ def detect_mtu(
     """The default route's MTU, or None when there is no default route."""
     interface = default_route_interface(proc_root)
     return mtu_of(interface) if interface else None
+
+
+def bind_listener(host: str, port: int, *, backlog: int = 128) -> socket.socket:
+    """A listening TCP socket, bound now so a bad address fails before dockerd starts.
+
+    Raises OSError (socket.gaierror for a name that does not resolve).
+    """
+    family, kind, proto, _name, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
