@@ -4,29 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.integration.sandbox import Sandbox, busybox_rootfs_tar, poll
+from tests.integration.sandbox import Sandbox, busybox_rootfs_tar, sandbox_pool
 
 
 @pytest.fixture
 def chaos_sandbox(tmp_path: Path) -> Iterator[Callable[..., Sandbox]]:
     """Start one sandbox; it is killed and its namespace checked empty at teardown."""
-    started: list[Sandbox] = []
-
-    def make(**kwargs: Any) -> Sandbox:
-        box = Sandbox(tmp_path / f"box{len(started)}", **kwargs)
-        started.append(box)
-        return box.start()
-
-    yield make
-    for box in started:
-        box.destroy()
-    for box in started:
-        poll(lambda box=box: not box.ns_processes(), timeout=30,  # type: ignore[misc]
-             what=f"an empty namespace, left: {box.ns_processes()}")
+    with sandbox_pool(tmp_path) as make:
+        yield make
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from tests.integration.sandbox import Sandbox, poll
+from tests.integration.sandbox import Sandbox, metric_value, poll
 
 # --privileged fails on this machine (no CAP_SYS_RESOURCE in the bounding
 # set: "unable to apply caps"); this is everything it grants that works here.
@@ -172,17 +172,9 @@ class Dind:
         return dict(json.loads(body))
 
     def metric(self, name: str, labels: Mapping[str, str] | None = None) -> float | None:
-        from prometheus_client.parser import text_string_to_metric_families
-
         code, body = self.http("/metrics")
         assert code == 200, body
-        for family in text_string_to_metric_families(body):
-            for sample in family.samples:
-                if sample.name == name and all(
-                    sample.labels.get(k) == v for k, v in (labels or {}).items()
-                ):
-                    return float(sample.value)
-        return None
+        return metric_value(body, name, labels)
 
     def wait_ready(self, timeout: float = 90) -> None:
         """`dind-supervisor wait` inside the container: the readiness the HEALTHCHECK uses."""

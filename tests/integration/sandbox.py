@@ -265,17 +265,9 @@ class Sandbox:
         return dict(json.loads(body))
 
     def metric(self, name: str, labels: Mapping[str, str] | None = None) -> float | None:
-        from prometheus_client.parser import text_string_to_metric_families
-
         code, body = self.http("/metrics")
         assert code == 200, body
-        for family in text_string_to_metric_families(body):
-            for sample in family.samples:
-                if sample.name == name and all(
-                    sample.labels.get(k) == v for k, v in (labels or {}).items()
-                ):
-                    return float(sample.value)
-        return None
+        return metric_value(body, name, labels)
 
     @property
     def socket(self) -> Path:
@@ -338,6 +330,48 @@ class Sandbox:
         for event in self.events():
             if event.get("source") == "dockerd":
                 yield str(event.get("event", ""))
+
+
+def metric_value(
+    exposition: str, name: str, labels: Mapping[str, str] | None = None
+) -> float | None:
+    """The first sample called ``name`` whose labels include ``labels``, from /metrics text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == name and all(
+                sample.labels.get(k) == v for k, v in (labels or {}).items()
+            ):
+                return float(sample.value)
+    return None
+
+
+@contextlib.contextmanager
+def sandbox_pool(root: Path) -> Iterator[Callable[..., Sandbox]]:
+    """Start sandboxes under ``root``; on exit every one is killed and checked empty."""
+    started: list[Sandbox] = []
+    counter = iter(range(1000))
+
+    def make(**kwargs: Any) -> Sandbox:
+        where = kwargs.pop("root", None) or root / f"sandbox{next(counter)}"
+        where.mkdir(parents=True, exist_ok=True)
+        box = Sandbox(where, **kwargs)
+        started.append(box)
+        return box.start()
+
+    try:
+        yield make
+    finally:
+        for box in started:
+            box.destroy()
+        for box in started:
+            # The kernel tears a dead namespace down asynchronously.
+            poll(
+                lambda box=box: not box.ns_processes(),  # type: ignore[misc]
+                timeout=30,
+                what=f"an empty namespace, left: {box.ns_processes()}",
+            )
 
 
 def _ppid(pid: int) -> int | None:
