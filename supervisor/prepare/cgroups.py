@@ -30,7 +30,8 @@ from typing import Protocol
 
 from supervisor.errors import PreparationError
 from supervisor.findings import Finding, Severity
-from supervisor.prepare.mounts import MountEntry, visible_mount
+from supervisor.mountinfo import MountEntry
+from supervisor.prepare.mounts import visible_mount
 from supervisor.prepare.report import Outcome, StepReport
 
 DEFAULT_ROOT = "/sys/fs/cgroup"

@@ -17,12 +17,13 @@ import ctypes
 import ctypes.util
 import errno
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from supervisor import mountinfo
 from supervisor.findings import Finding, Severity
+from supervisor.mountinfo import MountEntry
 from supervisor.prepare.report import Outcome, StepReport
 
 MS_NOSUID = 0x2
@@ -34,61 +35,9 @@ MS_SHARED = 1 << 20
 SECURITYFS_TARGET = "/sys/kernel/security"
 TMP_TARGET = "/tmp"  # noqa: S108 - the path docker:dind mounts a tmpfs on, not a temp file
 
-_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MountEntry:
-    """One line of /proc/<pid>/mountinfo (proc(5)), with paths unescaped."""
-
-    mount_id: int
-    parent_id: int
-    root: str
-    mount_point: str
-    options: tuple[str, ...]
-    tags: tuple[str, ...]  # optional fields: shared:N, master:N, propagate_from:N, unbindable
-    fstype: str
-    source: str
-    super_options: tuple[str, ...]
-
-    @property
-    def shared(self) -> bool:
-        return any(t.startswith("shared:") for t in self.tags)
-
-    @property
-    def read_only(self) -> bool:
-        return "ro" in self.options
-
-
-def _unescape(field: str) -> str:
-    return _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
-
-
 def parse_mountinfo(text: str) -> tuple[MountEntry, ...]:
     """Parse mountinfo text; malformed lines are ignored rather than guessed at."""
-    entries: list[MountEntry] = []
-    for line in text.splitlines():
-        fields = line.split()
-        try:
-            sep = fields.index("-", 6)
-            entries.append(
-                MountEntry(
-                    mount_id=int(fields[0]),
-                    parent_id=int(fields[1]),
-                    root=_unescape(fields[3]),
-                    mount_point=_unescape(fields[4]),
-                    options=tuple(fields[5].split(",")),
-                    tags=tuple(fields[6:sep]),
-                    fstype=fields[sep + 1],
-                    source=_unescape(fields[sep + 2]),
-                    super_options=tuple(fields[sep + 3].split(","))
-                    if len(fields) > sep + 3
-                    else (),
-                )
-            )
-        except (ValueError, IndexError):
-            continue
-    return tuple(entries)
+    return mountinfo.parse_mountinfo(text, strict=False)
 
 
 def visible_mount(entries: Sequence[MountEntry], mount_point: str) -> MountEntry | None:
