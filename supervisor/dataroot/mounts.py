@@ -1,9 +1,10 @@
 """Which mount a path lives on, read from /proc/<pid>/mountinfo.
 
-Owns: parsing mountinfo (proc(5)) and the longest-prefix lookup. Does not own
-any judgement about the mount (``preflight`` does that). mountinfo is used
-rather than statfs alone because it also gives the mount point (is the data
-root a volume?), the source and the mount options, and a fake tree can hold it.
+Owns: the longest-prefix lookup of the mount holding a path; the parser is
+``supervisor.mountinfo``, re-exported here. Does not own any judgement about
+the mount (``preflight`` does that). mountinfo is used rather than statfs
+alone because it also gives the mount point (is the data root a volume?), the
+source and the mount options, and a fake tree can hold it.
 """
 
 from __future__ import annotations
