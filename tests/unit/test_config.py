@@ -266,6 +266,15 @@ def test_parse_listen(address: str, expected: tuple[str, int]) -> None:
     assert parse_listen(address) == expected
 
 
+@pytest.mark.parametrize(
+    "address", ["localhost", "h:", "h:0", "h:65536", "h:http", "::1:9324", "::1", "[::1]"]
+)
+def test_parse_listen_rejects(address: str) -> None:
+    """No port, a port out of range, or IPv6 without brackets is refused with an example."""
+    with pytest.raises(ValueError, match=r"\[::1\]:9324|0\.0\.0\.0:9324"):
+        parse_listen(address)
+
+
 def test_empty_http_listen_turns_endpoint_off() -> None:
     """An empty [http] listen is valid: the endpoint is off."""
     assert load(env={"DIND_SUPERVISOR_HTTP_LISTEN": ""}).http.listen == ""
