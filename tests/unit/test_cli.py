@@ -30,7 +30,7 @@ def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Config]]:
             monkeypatch.delenv(name)
     started: list[Config] = []
 
-    def fake_run(cfg: Config) -> int:
+    def fake_run(cfg: Config, **_options: object) -> int:
         started.append(cfg)
         return NOT_STARTED
 
