@@ -15,6 +15,7 @@ APT_PACKAGES=(
   debootstrap     # the rootfs of the nested DinD test image
   xfsprogs        # an xfs loop image for the d_type preflight test
   systemd         # systemd-analyze verifies the unit file
+  wrk             # HTTP load for the benchmarks
   curl procps psmisc ca-certificates
   python3-venv
 )
@@ -42,6 +43,6 @@ stamp=.venv/.dind-supervisor-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  .venv/bin/python -m pip install -q -e '.[dev,bench]'
   echo "$want" > "$stamp"
 fi

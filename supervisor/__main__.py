@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from supervisor.cli import main
+from supervisor.entry import main
 
 sys.exit(main())

@@ -13,16 +13,16 @@ import argparse
 import dataclasses
 import json
 import os
-import ssl
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from supervisor import __version__, config
 from supervisor.errors import EXIT_FAILURE, EXIT_USAGE, ConfigError, SupervisorError
+
+if TYPE_CHECKING:
+    import ssl
 
 COMMANDS = ("run", "certs", "status", "wait", "check", "version")
 
@@ -113,7 +113,8 @@ def load_config(args: argparse.Namespace, dockerd_args: Sequence[str] = ()) -> c
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, under_init: bool = False) -> int:
+    """``under_init``: this process is the agent forked by our PID 1 (see entry.py)."""
     own, dockerd_args = split_dockerd_args(sys.argv[1:] if argv is None else argv)
     if not own or (own[0] not in COMMANDS and own[0] not in ("-h", "--help")):
         own = ["run", *own]
@@ -132,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"dind-supervisor {__version__}")
             return 0
         if args.command == "run":
-            return _run(load_config(args, dockerd_args))
+            return _run(load_config(args, dockerd_args), under_init=under_init)
         if args.command in ("status", "wait"):
             return _query(args, load_config(args))
         if args.command == "certs":
@@ -153,7 +154,7 @@ def _print_error(exc: SupervisorError) -> None:
         print(f"dind-supervisor: remedy: {exc.remedy}", file=sys.stderr)
 
 
-def _run(cfg: config.Config) -> int:
+def _run(cfg: config.Config, *, under_init: bool = False) -> int:
     from supervisor import init
 
     def agent(under_init: bool = False) -> int:
@@ -164,6 +165,8 @@ def _run(cfg: config.Config) -> int:
 
         return run_agent(cfg, under_init=under_init)
 
+    if under_init:
+        return agent(under_init=True)
     if os.getpid() == 1:
         return init.run(lambda: agent(under_init=True))
     if not init.is_subreaper():
@@ -191,6 +194,8 @@ def client_ssl_context(cfg: config.Config) -> ssl.SSLContext | None:
     """With ``http.tls`` the agent wants the client certificate from its certdir."""
     if not cfg.http.tls or not cfg.tls.certdir:
         return None
+    import ssl
+
     client = Path(cfg.tls.certdir) / "client"
     context = ssl.create_default_context(cafile=str(client / "ca.pem"))
     context.load_cert_chain(str(client / "cert.pem"), str(client / "key.pem"))
@@ -198,6 +203,9 @@ def client_ssl_context(cfg: config.Config) -> ssl.SSLContext | None:
 
 
 def _get(url: str, timeout: float, context: ssl.SSLContext | None = None) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
     try:
         with urllib.request.urlopen(  # noqa: S310 - our own endpoint, http or https
             url, timeout=timeout, context=context
@@ -208,6 +216,8 @@ def _get(url: str, timeout: float, context: ssl.SSLContext | None = None) -> tup
 
 
 def _query(args: argparse.Namespace, cfg: config.Config) -> int:
+    import urllib.error
+
     base = agent_url(cfg, args.url)
     if args.command == "wait":
         from supervisor.waiting import ready_once, wait_until_ready

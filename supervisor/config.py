@@ -394,11 +394,13 @@ def _validate(config: Config) -> None:
     if config.restart.backoff_factor < 1:
         fail("restart", "backoff_factor", config.restart.backoff_factor, "must be 1 or more")
     if config.restart.backoff_max < config.restart.backoff_initial:
+        initial_source = config.sources.get("restart.backoff_initial", "default")
         fail(
             "restart",
             "backoff_max",
             config.restart.backoff_max,
-            f"must not be below restart.backoff_initial ({config.restart.backoff_initial:g} s)",
+            f"must not be below restart.backoff_initial ({config.restart.backoff_initial:g} s,"
+            f" from {initial_source}); raise restart.backoff_max too",
         )
     if config.restart.max_failures < 1:
         fail("restart", "max_failures", config.restart.max_failures, "must be 1 or more")
@@ -411,7 +413,8 @@ def _validate(config: Config) -> None:
             "liveness",
             "timeout",
             config.liveness.timeout,
-            f"must be above 0 and at most liveness.interval ({config.liveness.interval:g} s)",
+            f"must be above 0 and at most liveness.interval ({config.liveness.interval:g} s,"
+            f" from {config.sources.get('liveness.interval', 'default')}); set both",
         )
     if config.log.format not in _LOG_FORMATS:
         fail("log", "format", config.log.format, f"must be one of {', '.join(_LOG_FORMATS)}")
@@ -452,6 +455,30 @@ def _validate(config: Config) -> None:
             parse_listen(config.http.listen)
         except ValueError as exc:
             fail("http", "listen", config.http.listen, str(exc))
+
+
+_DOCKERD_PATH_OPTIONS = {
+    "--data-root": "data_root",
+    "--graph": "data_root",
+    "-g": "data_root",
+    "--exec-root": "exec_root",
+    "--pidfile": "pidfile",
+    "-p": "pidfile",
+}
+
+
+def dockerd_path_options(args: Sequence[str]) -> dict[str, str]:
+    """data_root, exec_root and pidfile as dockerd will read them from ``args`` (last wins)."""
+    found: dict[str, str] = {}
+    for index, arg in enumerate(args):
+        for option, key in _DOCKERD_PATH_OPTIONS.items():
+            if arg == option and index + 1 < len(args):
+                found[key] = args[index + 1]
+            elif arg.startswith(option + "="):
+                found[key] = arg.split("=", 1)[1]
+            elif len(option) == 2 and arg.startswith(option) and len(arg) > 2:
+                found[key] = arg[2:]
+    return {key: value for key, value in found.items() if value}
 
 
 def parse_listen(address: str) -> tuple[str, int]:
@@ -495,6 +522,13 @@ def load(
         existing = typing.cast(tuple[str, ...], merged["dockerd"].get("args", ()))
         merged["dockerd"]["args"] = (*existing, *dockerd_args)
         sources["dockerd.args"] = "arguments after --"
+    # dockerd's own path options given after `--` are what dockerd will use, so
+    # the agent locks, inspects and cleans those paths, not its defaults.
+    for key, value in dockerd_path_options(
+        typing.cast(tuple[str, ...], merged["dockerd"].get("args", ()))
+    ).items():
+        merged["dockerd"][key] = Path(value)
+        sources[f"dockerd.{key}"] = "arguments after --"
     sections = {name: SECTIONS[name](**values) for name, values in merged.items()}
     config = Config(**sections, sources=sources)
     _validate(config)

@@ -63,7 +63,13 @@ def run(agent: Callable[[], int]) -> int:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
             code = agent()
         except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
+            if exc.code is None:
+                code = 0
+            elif isinstance(exc.code, int):
+                code = exc.code
+            else:
+                print(exc.code, file=sys.stderr)
+                code = 1
         except BaseException:  # last resort in a forked child
             import traceback
 

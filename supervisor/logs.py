@@ -46,9 +46,21 @@ class DockerdLine:
         return bool(_ERROR_WORDS.search(self.message))
 
 
+_GO_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|.)")
+_GO_SINGLE = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+
+
+def _go_unescape(match: re.Match[str]) -> str:
+    code = match[1]
+    if len(code) > 1:  # \xNN, \uNNNN, \UNNNNNNNN
+        return chr(int(code[1:], 16))
+    return _GO_SINGLE.get(code, code)
+
+
 def _unquote(value: str) -> str:
+    """logrus quotes values with Go's %q: undo its escapes (not Python's: non-ASCII stays)."""
     if len(value) >= 2 and value[0] == value[-1] == '"':
-        return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m[1], m[1]), value[1:-1])
+        return _GO_ESCAPE.sub(_go_unescape, value[1:-1])
     return value
 
 

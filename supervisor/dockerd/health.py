@@ -19,6 +19,7 @@ from supervisor.docker_api import DockerApiError
 Ping = Callable[[], Awaitable[None]]
 
 _RETRY_AFTER_READY = 0.01
+_RETRY_AFTER_MISS = 1.0
 
 
 async def wait_ready(ping: Ping, notified: anyio.Event, *, poll_interval: float = 0.25) -> None:
@@ -44,9 +45,15 @@ async def watch_liveness(
     on_result: Callable[[bool, float], None],
     clock: Callable[[], float] = time.monotonic,
 ) -> None:
-    """Ping every ``interval`` seconds until cancelled; report (ok, seconds) each time."""
+    """Ping every ``interval`` seconds until cancelled; report (ok, seconds) each time.
+
+    After a miss the next ping follows within a second: a run of misses is
+    then confirmed in about ``failures x timeout`` instead of ``failures x
+    (interval + timeout)``, while a healthy daemon is still pinged rarely.
+    """
+    pause = interval
     while True:
-        await anyio.sleep(interval)
+        await anyio.sleep(pause)
         started = clock()
         ok = False
         with anyio.move_on_after(timeout):
@@ -56,3 +63,4 @@ async def watch_liveness(
             except DockerApiError:
                 ok = False
         on_result(ok, clock() - started)
+        pause = interval if ok else min(interval, _RETRY_AFTER_MISS)

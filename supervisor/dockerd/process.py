@@ -41,7 +41,29 @@ class TlsFiles:
 
 
 def _user_sets(args: Sequence[str], *names: str) -> bool:
-    return any(arg == name or arg.startswith(name + "=") for arg in args for name in names)
+    """Whether the user passed an option, in any form dockerd's flag parser accepts."""
+    for arg in args:
+        for name in names:
+            if arg == name or arg.startswith(name + "="):
+                return True
+            # pflag's attached short form: -Htcp://..., -p/x.pid
+            if len(name) == 2 and name.startswith("-") and arg.startswith(name):
+                return True
+    return False
+
+
+def user_hosts(args: Sequence[str]) -> list[str]:
+    """The --host/-H values among the user's dockerd arguments."""
+    hosts = []
+    for index, arg in enumerate(args):
+        for name in ("--host", "-H"):
+            if arg == name and index + 1 < len(args):
+                hosts.append(args[index + 1])
+            elif arg.startswith(name + "="):
+                hosts.append(arg.split("=", 1)[1])
+            elif name == "-H" and arg.startswith("-H") and len(arg) > 2 and arg[2] != "=":
+                hosts.append(arg[2:])
+    return hosts
 
 
 def build_argv(
@@ -61,6 +83,10 @@ def build_argv(
             argv.append(f"--host={config.tls.listen}")
         if d.plain_tcp:
             argv.append("--host=tcp://0.0.0.0:2375")
+    elif d.host not in user_hosts(user):
+        # The user's hosts replace our TCP listeners, but the agent supervises
+        # dockerd through its unix socket: that one always stays.
+        argv.append(f"--host={d.host}")
     if tls is not None:
         argv += [
             "--tlsverify",
@@ -158,6 +184,9 @@ class DockerdProcess:
     def terminate(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             self.process.send_signal(signal.SIGTERM)
+            # A stopped (SIGSTOP, hung) dockerd would keep the TERM pending until
+            # KILL; CONT lets it shut down cleanly instead.
+            self.process.send_signal(signal.SIGCONT)
 
     def send_signal(self, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError):

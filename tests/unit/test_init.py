@@ -184,10 +184,6 @@ def test_run_exit_codes() -> None:
     assert "boom in the agent" in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: init.run maps SystemExit(None) (sys.exit()) to 1; Python's convention is 0",
-)
 def test_run_sys_exit_without_code_is_zero() -> None:
     """An agent ending with a bare sys.exit() exits 0, as Python itself would."""
     result = run_script("print(init.run(lambda: sys.exit()))")

@@ -243,11 +243,6 @@ def test_configure_level_filters() -> None:
     assert events == ["kept"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: logs._unquote decodes only \\n and \\t; Go's %q escapes (\\r, \\x1b, \\u200b)"
-    " lose their backslash and become plain letters",
-)
 def test_go_quoted_escapes_decoded() -> None:
     """logrus quotes values with Go's %q: \\r, \\xNN and \\uNNNN escapes are decoded."""
     parsed = parse_dockerd_line(f'{TIME} level=info msg="a\\rb \\x1b[0m c\\u200bd"')

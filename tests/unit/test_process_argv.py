@@ -101,12 +101,19 @@ def test_user_args_appended_verbatim_and_last() -> None:
         ["-H=tcp://0.0.0.0:2375"],
     ],
 )
-def test_user_host_suppresses_ours(user: list[str]) -> None:
-    """A user --host/-H replaces all our listeners (unix, TLS and plain tcp)."""
+def test_user_host_replaces_our_tcp_listeners_but_keeps_the_socket(user: list[str]) -> None:
+    """A user --host/-H replaces our TCP listeners; the unix socket the agent pings stays."""
     argv = build_argv(config(*user, plain_tcp=True), tls=TLS)
     ours = argv[: len(argv) - len(user)]
-    assert hosts(ours) == []
+    assert hosts(ours) == ["unix:///var/run/docker.sock"]
     assert argv[-len(user) :] == user
+
+
+def test_user_listing_our_socket_gets_no_second_copy() -> None:
+    """When the user's hosts include the agent's socket, it is not given twice."""
+    user = ["-H", "unix:///var/run/docker.sock", "-H", "tcp://0.0.0.0:2375"]
+    argv = build_argv(config(*user), tls=TLS)
+    assert hosts(argv[: len(argv) - len(user)]) == []
 
 
 @pytest.mark.parametrize(
@@ -155,15 +162,11 @@ def test_nothing_given_twice_by_us() -> None:
     assert len(names) == len(set(names))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: process._user_sets misses pflag's attached short form (-Htcp://..., -p/x.pid)",
-)
 @pytest.mark.parametrize(
     ("user", "ours"),
-    [(["-Htcp://0.0.0.0:2375"], "--host="), (["-p/run/x.pid"], "--pidfile=")],
+    [(["-Htcp://0.0.0.0:2375"], "--host=tcp"), (["-p/run/x.pid"], "--pidfile=")],
 )
 def test_attached_short_option_suppresses_ours(user: list[str], ours: str) -> None:
     """dockerd (pflag) reads -Hvalue like -H value, so it suppresses ours too."""
-    argv = build_argv(config(*user))
+    argv = build_argv(config(*user), tls=TLS)
     assert not any(a.startswith(ours) for a in argv[: len(argv) - len(user)])

@@ -244,12 +244,20 @@ def test_pid_from_file(tmp_path: Path, content: str | None, expected: int | None
 
 @pytest.fixture
 def sleeper() -> Iterator[int]:
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    # It says when it is done starting: until then its memory moves between two reads.
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; print('ready', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE,
+    )
     try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == b"ready\n"
         yield child.pid
     finally:
         child.kill()
         child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
 
 
 def test_real_proc_matches_client_python(sleeper: int) -> None:
