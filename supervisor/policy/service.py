@@ -15,6 +15,7 @@ import json
 import math
 import re
 import subprocess
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,13 +27,16 @@ from supervisor.config import Config, resolved_policy
 from supervisor.logs import DockerdLine, get_logger
 from supervisor.metrics import Metrics
 from supervisor.policy import Plan, apply_to_agent, explain_runtime_error, plan, read_facts
-from supervisor.policy.figures import policy_figures
+from supervisor.policy.figures import PolicyFigures, policy_figures
 from supervisor.policy.plan import strict_error
 from supervisor.policy.spec import Mode
 
 # dockerd lost --oom-score-adjust in v26; before that it sets -500 itself and
 # would override the policy's value on hosts that allow it.
 _LAST_VERSION_WITH_OOM_FLAG = 25
+# Limits change only when a process starts (the pids are part of the key);
+# a short age still shows an outside prlimit or oom_score_adj change soon.
+_FIGURES_MAX_AGE = 5.0
 
 
 def dockerd_major_version(binary: str) -> int | None:
@@ -64,6 +68,7 @@ class PolicyService:
         self.deviations: list[dict[str, Any]] = []
         self.runtime_errors = 0
         self._dockerd_pid = dockerd_pid
+        self._figures_cache: tuple[tuple[tuple[str, str], ...], float, PolicyFigures] | None = None
         self.oom_flag: bool = False
         metrics.register(PolicyCollector(self))
 
@@ -141,6 +146,19 @@ class PolicyService:
                 found["containerd"] = containerd
         return found
 
+    def figures(self) -> PolicyFigures:
+        """Limits and oom_score_adj per process, read again only when a pid changed or
+        after a few seconds: a scrape must not cost a /proc walk per process each time."""
+        processes = self.processes()
+        key = tuple(sorted((name, str(pid)) for name, pid in processes.items()))
+        now = time.monotonic()
+        cached = self._figures_cache
+        if cached is not None and cached[0] == key and now - cached[1] < _FIGURES_MAX_AGE:
+            return cached[2]
+        figures = policy_figures(processes)
+        self._figures_cache = (key, now, figures)
+        return figures
+
     def _containerd_pid(self) -> int | None:
         """containerd from dockerd's pid file (cheap on every scrape), checked by name."""
         try:
@@ -154,7 +172,7 @@ class PolicyService:
 
     def status(self) -> dict[str, Any]:
         """What each process got (read from /proc now), what was planned, and what went wrong."""
-        figures = policy_figures(self.processes())
+        figures = self.figures()
         requests = (*self.policy.agent_rlimits, *self.policy.dockerd_rlimits)
         managed = {request.rlimit.name for request in requests}
         rlimits: dict[str, dict[str, dict[str, float | str]]] = {}
@@ -201,7 +219,7 @@ class PolicyCollector(Collector):
         self._service = service
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        figures = policy_figures(self._service.processes(), proc_root=Path("/proc"))
+        figures = self._service.figures()
         rlimit = GaugeMetricFamily(
             "dind_rlimit",
             "Resource limit in force (+Inf: unlimited), by process, resource and soft/hard.",
