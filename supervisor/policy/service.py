@@ -39,15 +39,31 @@ _LAST_VERSION_WITH_OOM_FLAG = 25
 _FIGURES_MAX_AGE = 5.0
 
 
-def dockerd_major_version(binary: str) -> int | None:
-    try:
-        out = subprocess.run(
-            [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    match = re.search(r"version (\d+)\.", out)
-    return int(match.group(1)) if match else None
+class DockerdVersionProbe:
+    """``dockerd --version`` started at once and read when needed (it takes ~70 ms)."""
+
+    def __init__(self, binary: str) -> None:
+        self._major: int | None = None
+        self._done = False
+        try:
+            self._process: subprocess.Popen[bytes] | None = subprocess.Popen(
+                [binary, "--version"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+            )
+        except OSError:
+            self._process = None
+
+    def major(self) -> int | None:
+        if not self._done and self._process is not None:
+            self._done = True
+            try:
+                out, _ = self._process.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.communicate()
+                return None
+            match = re.search(rb"version (\d+)\.", out)
+            self._major = int(match.group(1)) if match else None
+        return self._major
 
 
 class PolicyService:
@@ -69,7 +85,7 @@ class PolicyService:
         self.runtime_errors = 0
         self._dockerd_pid = dockerd_pid
         self._figures_cache: tuple[tuple[tuple[str, str], ...], float, PolicyFigures] | None = None
-        self.oom_flag: bool = False
+        self._version = DockerdVersionProbe(config.dockerd.binary)
         metrics.register(PolicyCollector(self))
 
     def start(self) -> None:
@@ -82,8 +98,6 @@ class PolicyService:
         self._record(planned.deviations, "policy_clamped")
         refused = apply_to_agent(planned)
         self._record(refused, "policy_refused")
-        major = dockerd_major_version(self._config.dockerd.binary)
-        self.oom_flag = major is not None and major <= _LAST_VERSION_WITH_OOM_FLAG
         self._log.info(
             "policy_applied",
             mode=self.policy.mode.value,
@@ -97,9 +111,14 @@ class PolicyService:
             self._metrics.policy_errors.labels(**deviation.metric_labels()).inc()
             self._log.warning(event, **deviation.as_event())
 
+    @property
+    def oom_flag(self) -> bool:
+        major = self._version.major()
+        return major is not None and major <= _LAST_VERSION_WITH_OOM_FLAG
+
     def extra_dockerd_args(self) -> list[str]:
         expected = self.plan.dockerd.expected_oom_score_adj if self.plan else None
-        if self.oom_flag and expected is not None:
+        if self.oom_flag and expected is not None:  # the flag is gone since v26
             user = self._config.dockerd.args
             if not any(arg.startswith("--oom-score-adjust") for arg in user):
                 return [f"--oom-score-adjust={expected}"]
