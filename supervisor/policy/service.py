@@ -37,6 +37,7 @@ _LAST_VERSION_WITH_OOM_FLAG = 25
 # Limits change only when a process starts (the pids are part of the key);
 # a short age still shows an outside prlimit or oom_score_adj change soon.
 _FIGURES_MAX_AGE = 5.0
+_ALWAYS_EXPORTED = frozenset({"nofile", "nproc", "core", "memlock", "stack"})
 
 
 class DockerdVersionProbe:
@@ -178,6 +179,15 @@ class PolicyService:
         self._figures_cache = (key, now, figures)
         return figures
 
+    def exported_resources(self) -> frozenset[str]:
+        """The rlimits worth a series: those the policy sets, and the ones containers trip
+        over (every resource of every process would be 128 series on each scrape)."""
+        named = {
+            request.rlimit.name
+            for request in (*self.policy.agent_rlimits, *self.policy.dockerd_rlimits)
+        }
+        return frozenset(named | _ALWAYS_EXPORTED)
+
     def _containerd_pid(self) -> int | None:
         """containerd from dockerd's pid file (cheap on every scrape), checked by name."""
         try:
@@ -244,8 +254,10 @@ class PolicyCollector(Collector):
             "Resource limit in force (+Inf: unlimited), by process, resource and soft/hard.",
             labels=["process", "resource", "limit"],
         )
+        shown = self._service.exported_resources()
         for labels, value in figures.rlimits:
-            rlimit.add_metric(list(labels), value)
+            if labels[1] in shown:
+                rlimit.add_metric(list(labels), value)
         yield rlimit
         oom = GaugeMetricFamily(
             "dind_oom_score_adj", "oom_score_adj in force, by process.", labels=["process"]
