@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from tests.integration.sandbox import Sandbox, metric_value, poll
+from tests.integration.sandbox import Sandbox, json_log_events, metric_value, poll
 
 # --privileged fails on this machine (no CAP_SYS_RESOURCE in the bounding
 # set: "unable to apply caps"); this is everything it grants that works here.
@@ -139,12 +139,7 @@ class Dind:
         return result.stdout + result.stderr
 
     def events(self) -> list[dict[str, Any]]:
-        found = []
-        for line in self.logs().splitlines():
-            if line.startswith("{"):
-                with contextlib.suppress(json.JSONDecodeError):
-                    found.append(json.loads(line))
-        return found
+        return json_log_events(self.logs())
 
     def events_named(self, event: str) -> list[dict[str, Any]]:
         return [e for e in self.events() if e.get("event") == event]

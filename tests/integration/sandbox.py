@@ -316,12 +316,7 @@ class Sandbox:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
     def events(self) -> list[dict[str, Any]]:
-        found = []
-        for line in self.log_text().splitlines():
-            if line.startswith("{"):
-                with contextlib.suppress(json.JSONDecodeError):
-                    found.append(json.loads(line))
-        return found
+        return json_log_events(self.log_text())
 
     def events_named(self, name: str) -> list[dict[str, Any]]:
         return [e for e in self.events() if e.get("event") == name]
@@ -330,6 +325,16 @@ class Sandbox:
         for event in self.events():
             if event.get("source") == "dockerd":
                 yield str(event.get("event", ""))
+
+
+def json_log_events(text: str) -> list[dict[str, Any]]:
+    """The agent's JSON log lines in ``text`` (anything else, e.g. tracebacks, is skipped)."""
+    found = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            with contextlib.suppress(json.JSONDecodeError):
+                found.append(json.loads(line))
+    return found
 
 
 def metric_value(
