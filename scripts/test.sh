@@ -3,7 +3,7 @@
 # is missing (scripts/setup.sh), then ruff, mypy --strict and every test:
 # unit, integration (real dockerd, the agent as PID 1 of private namespaces),
 # e2e (real nested Docker-in-Docker) and chaos.
-# Extra arguments go to pytest, e.g. `scripts/test.sh -m unit` for the fast part.
+# Extra arguments go to pytest. The fast part alone: scripts/test-fast.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
