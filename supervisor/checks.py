@@ -115,7 +115,7 @@ def check_tls_files(
     if not certdir.exists():
         return [_writable_parent(certdir)]
     try:
-        if _user_managed(certdir):
+        if certs.is_user_managed(certdir):
             spec = spec_from_config(config)
             report = usermanaged.verify(certdir, spec, sans_from_config(config, Path(proc_root)),
                                         now)
@@ -152,16 +152,6 @@ def check_tls_files(
             )
         )
     return findings
-
-
-def _user_managed(certdir: Path) -> bool:
-    """The agent's rule (tls/certs.converge): server files present and no CA key."""
-    from supervisor.tls.usermanaged import LEAF_FILES
-
-    server = certdir / "server"
-    return not (certdir / "ca" / "key.pem").exists() and any(
-        (server / name).exists() for name in LEAF_FILES
-    )
 
 
 def _writable(certdir: Path) -> Finding:

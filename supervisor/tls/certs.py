@@ -317,6 +317,13 @@ def _exists(path: Path) -> bool:
     return store.read_optional(path) is not None
 
 
+def is_user_managed(certdir: Path) -> bool:
+    """A user-managed set: server files present and no CA key (the agent never writes it)."""
+    return not _exists(certdir / "ca" / "key.pem") and any(
+        _exists(certdir / "server" / n) for n in FOLDER_FILES["server"]
+    )
+
+
 def converge(
     certdir: Path, spec: CertSpec, sans: SanSet, now: datetime, *, force_leaves: bool = False
 ) -> CertReport:
@@ -325,17 +332,16 @@ def converge(
     if not certdir.exists():
         store.make_dir(certdir, 0o755)
     with store.locked(certdir):
-        if not _exists(certdir / "ca" / "key.pem"):
-            if any(_exists(certdir / "server" / n) for n in FOLDER_FILES["server"]):
-                return usermanaged.verify(certdir, spec, sans, now)
-            if _exists(certdir / "ca" / "cert.pem"):
-                raise CertificateError(
-                    f"{certdir / 'ca' / 'cert.pem'} exists without ca/key.pem and there is no"
-                    " server set: the agent can neither sign with that CA nor replace it",
-                    path=str(certdir / "ca" / "cert.pem"),
-                    remedy="put the CA key in ca/key.pem, or provide server/{ca,cert,key}.pem"
-                    " (user-managed), or move ca/cert.pem away to get a new CA",
-                )
+        if is_user_managed(certdir):
+            return usermanaged.verify(certdir, spec, sans, now)
+        if not _exists(certdir / "ca" / "key.pem") and _exists(certdir / "ca" / "cert.pem"):
+            raise CertificateError(
+                f"{certdir / 'ca' / 'cert.pem'} exists without ca/key.pem and there is no"
+                " server set: the agent can neither sign with that CA nor replace it",
+                path=str(certdir / "ca" / "cert.pem"),
+                remedy="put the CA key in ca/key.pem, or provide server/{ca,cert,key}.pem"
+                " (user-managed), or move ca/cert.pem away to get a new CA",
+            )
         return _Managed(certdir, spec, sans, now).run(force_leaves=force_leaves)
 
 
