@@ -257,7 +257,7 @@ def _check(args: argparse.Namespace, cfg: config.Config) -> int:
 
 
 def settings_table() -> list[dict[str, Any]]:
-    """Every setting with its flag, variable and default (used by the README)."""
+    """Every setting with its flag, variable and default, for writing documentation."""
     rows = []
     for section, key, default, help_text in config.describe():
         if dataclasses.is_dataclass(default):

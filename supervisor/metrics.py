@@ -18,7 +18,6 @@ from prometheus_client import (
     Info,
     disable_created_metrics,
 )
-from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from supervisor import __version__
@@ -168,20 +167,3 @@ class Metrics:
 def exit_code_value(returncode: int) -> int:
     """asyncio reports death by signal N as -N; the shell convention is 128+N."""
     return 128 - returncode if returncode < 0 else returncode
-
-
-class InfoGauge(Collector):
-    """A gauge of value 1 whose labels come from a callable at scrape time."""
-
-    def __init__(self, name: str, documentation: str, labels_fn: object) -> None:
-        self._name = name
-        self._documentation = documentation
-        self._labels_fn = labels_fn
-
-    def collect(self) -> list[GaugeMetricFamily]:
-        labels = self._labels_fn()  # type: ignore[operator]
-        if not labels:
-            return []
-        family = GaugeMetricFamily(self._name, self._documentation, labels=list(labels))
-        family.add_metric(list(labels.values()), 1)
-        return [family]
