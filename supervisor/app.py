@@ -17,7 +17,6 @@ import os
 import signal
 import socket
 import ssl
-import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -66,16 +65,6 @@ SIGNAL_ACTIONS: Mapping[signal.Signals, SignalAction] = {
 }
 
 _NOT_READY = tuple(state for state in lc.State if state is not lc.State.RUNNING)
-
-
-def own_files_under(directory: Path) -> str | None:
-    """The first of the agent's own locations (interpreter, packages, code) below ``directory``."""
-    import supervisor
-
-    for place in (sys.prefix, sys.executable, str(Path(supervisor.__file__).parent)):
-        if Path(place).resolve().is_relative_to(directory.resolve()):
-            return place
-    return None
 
 
 def signal_action(signum: int) -> SignalAction | None:
@@ -206,27 +195,9 @@ class Agent:
             await self.tls.ensure()
 
     async def _prepare(self) -> None:
-        from supervisor.prepare import IptablesMode, PrepareOptions, dockerd_env, prepare
+        from supervisor.prepare import dockerd_env, options_from_config, prepare
 
-        settings = self.config.prepare
-        tmp = settings.tmp
-        hidden = own_files_under(Path("/tmp"))  # noqa: S108 - the mount point, not a temp file
-        if tmp and hidden:
-            # A tmpfs on /tmp would hide the agent's own code from its later imports.
-            tmp = False
-            self.log.warning(
-                "tmp_mount_skipped",
-                reason=f"the agent's own files are under /tmp ({hidden})",
-                remedy="install the agent outside /tmp, or set --no-prepare-tmp to silence this",
-            )
-        options = PrepareOptions(
-            cgroup=settings.cgroup,
-            securityfs=settings.securityfs,
-            tmp=tmp,
-            rshared=settings.rshared,
-            iptables=IptablesMode(settings.iptables),
-            iptables_dir=str(Path(self.config.agent.state_dir) / "iptables-bin"),
-        )
+        options = options_from_config(self.config)
         report = await anyio.to_thread.run_sync(
             lambda: prepare(options, env=self.env)
         )

@@ -53,7 +53,7 @@ def check_preparation(
     config: Config, env: Mapping[str, str] | None = None, proc_root: str = "/proc"
 ) -> list[Finding]:
     """A dry run of the container preparation: what ``run`` as PID 1 would change."""
-    from supervisor.prepare import IptablesMode, PrepareOptions, prepare
+    from supervisor.prepare import options_from_config, prepare
 
     settings = config.prepare
     if settings.enabled == "false":
@@ -64,16 +64,7 @@ def check_preparation(
                 message="container preparation is turned off ([prepare] enabled = false)",
             )
         ]
-    options = PrepareOptions(
-        cgroup=settings.cgroup,
-        securityfs=settings.securityfs,
-        tmp=settings.tmp,
-        rshared=settings.rshared,
-        iptables=IptablesMode(settings.iptables),
-        iptables_dir=str(Path(config.agent.state_dir) / "iptables-bin"),
-        proc_root=proc_root,
-        dry_run=True,
-    )
+    options = options_from_config(config, dry_run=True, proc_root=proc_root)
     try:
         # prepare() logs each step for `run`; here the findings say the same, and
         # log lines on stdout would corrupt `check --json`.

@@ -17,11 +17,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from supervisor.findings import Finding, Severity
+
+if TYPE_CHECKING:
+    from supervisor.config import Config
 from supervisor.prepare.cgroups import (
     DEFAULT_INIT_GROUP,
     DEFAULT_MAX_ROUNDS,
@@ -56,7 +60,9 @@ __all__ = [
     "PrepareOptions",
     "PrepareReport",
     "StepReport",
+    "agent_locations",
     "dockerd_env",
+    "options_from_config",
     "prepare",
 ]
 
@@ -81,6 +87,7 @@ class PrepareOptions:
     proc_root: str = "/proc"
     iptables_dir: str = "/run/dind-supervisor/iptables-bin"
     tool_path: str | None = None  # where to find iptables-*; None: $PATH + the sbin dirs
+    keep_visible: tuple[str, ...] = ()  # paths no mount may hide (the agent's own files)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -124,6 +131,35 @@ class PrepareReport:
             for step in STEPS
             for o in Outcome
         }
+
+
+def agent_locations() -> tuple[str, ...]:
+    """Where the agent's interpreter, packages and code live (symlinks resolved)."""
+    import sys
+    from pathlib import Path
+
+    import supervisor
+
+    places = (sys.prefix, sys.executable, str(Path(supervisor.__file__).parent))
+    return tuple(str(Path(place).resolve()) for place in places)
+
+
+def options_from_config(
+    config: Config, *, dry_run: bool = False, proc_root: str = "/proc"
+) -> PrepareOptions:
+    """The [prepare] settings as options; the agent's own files always stay visible."""
+    settings = config.prepare
+    return PrepareOptions(
+        cgroup=settings.cgroup,
+        securityfs=settings.securityfs,
+        tmp=settings.tmp,
+        rshared=settings.rshared,
+        iptables=IptablesMode(settings.iptables),
+        iptables_dir=os.path.join(config.agent.state_dir, "iptables-bin"),
+        proc_root=proc_root,
+        dry_run=dry_run,
+        keep_visible=agent_locations(),
+    )
 
 
 def dockerd_env(report: PrepareReport, base_env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -192,7 +228,7 @@ def prepare(
 
     for name, enabled, run in (
         ("securityfs", options.securityfs, prepare_securityfs),
-        ("tmp", options.tmp, prepare_tmp),
+        ("tmp", options.tmp, partial(prepare_tmp, keep_visible=options.keep_visible)),
         ("rshared", options.rshared, prepare_rshared),
     ):
         steps.append(_logged(run(mounts, dry_run=options.dry_run) if enabled else skipped(name)))

@@ -19,6 +19,7 @@ import errno
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Protocol
 
 from supervisor import mountinfo
@@ -58,6 +59,8 @@ class MountDecision:
     needed: bool
     outcome: Outcome  # the outcome when nothing is to be done
     reason: str
+    severity: Severity = Severity.OK  # of the finding when nothing is done
+    remedy: str | None = None
 
 
 def decide_securityfs(
@@ -85,13 +88,30 @@ def decide_securityfs(
     )
 
 
-def decide_tmp(entries: Sequence[MountEntry], *, target: str = TMP_TARGET) -> MountDecision:
+def decide_tmp(
+    entries: Sequence[MountEntry],
+    *,
+    target: str = TMP_TARGET,
+    keep_visible: Sequence[str] = (),
+) -> MountDecision:
+    """Mount a tmpfs on ``target`` unless it is a mount point already, or a tmpfs there
+    would hide one of ``keep_visible`` (the agent's own interpreter and code)."""
     top = visible_mount(entries, target)
     if top is not None:
         return MountDecision(
             needed=False,
             outcome=Outcome.ALREADY,
             reason=f"{target} is already a mount point ({top.fstype})",
+        )
+    hidden = [p for p in keep_visible if PurePosixPath(p).is_relative_to(target)]
+    if hidden:
+        return MountDecision(
+            needed=False,
+            outcome=Outcome.SKIPPED,
+            reason=f"a tmpfs on {target} would hide the agent's own files ({hidden[0]})",
+            severity=Severity.WARNING,
+            remedy=f"install the agent outside {target}, or turn the step off"
+            " (--no-prepare-tmp) to silence this",
         )
     return MountDecision(
         needed=True, outcome=Outcome.DONE, reason=f"{target} is not a mount point"
@@ -221,7 +241,14 @@ def apply_mount_step(
         return StepReport(
             step=step,
             outcome=decision.outcome,
-            findings=(Finding(topic=topic, severity=Severity.OK, message=decision.reason),),
+            findings=(
+                Finding(
+                    topic=topic,
+                    severity=decision.severity,
+                    message=decision.reason,
+                    remedy=decision.remedy,
+                ),
+            ),
             data=info,
         )
     if dry_run:
@@ -305,11 +332,13 @@ def prepare_securityfs(system: MountSystem, *, dry_run: bool = False) -> StepRep
     )
 
 
-def prepare_tmp(system: MountSystem, *, dry_run: bool = False) -> StepReport:
+def prepare_tmp(
+    system: MountSystem, *, dry_run: bool = False, keep_visible: Sequence[str] = ()
+) -> StepReport:
     return apply_mount_step(
         "tmp",
         system,
-        lambda entries, _sys: decide_tmp(entries),
+        lambda entries, _sys: decide_tmp(entries, keep_visible=keep_visible),
         source="none",
         target=TMP_TARGET,
         fstype="tmpfs",

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import errno
+import sys
+from pathlib import Path
 
 import pytest
 
+import supervisor
+from supervisor.findings import Severity
+from supervisor.prepare import agent_locations
 from supervisor.prepare.mounts import (
     MS_REC,
     MS_SHARED,
@@ -85,6 +90,22 @@ def test_tmp_decision() -> None:
     """A tmpfs goes on /tmp only when /tmp is not already a mount point."""
     assert decide_tmp(parse_mountinfo(ROOT)).needed
     assert not decide_tmp(parse_mountinfo(f"{ROOT}\n{TMP}")).needed
+
+
+def test_tmp_left_alone_when_it_would_hide_the_agents_files() -> None:
+    """No tmpfs on /tmp over the agent's own code: skipped, with a warning and a remedy."""
+    d = decide_tmp(parse_mountinfo(ROOT), keep_visible=("/usr", "/tmp/ci/.venv"))
+    assert (d.needed, d.outcome, d.severity) == (False, Outcome.SKIPPED, Severity.WARNING)
+    assert "/tmp/ci/.venv" in d.reason
+    assert d.remedy is not None
+    assert decide_tmp(parse_mountinfo(ROOT), keep_visible=("/usr", "/tmpfoo")).needed
+
+
+def test_agent_locations_name_this_interpreter_and_package() -> None:
+    """The paths kept visible are this interpreter's prefix and the supervisor package."""
+    here = agent_locations()
+    assert str(Path(sys.prefix).resolve()) in here
+    assert str(Path(supervisor.__file__).parent.resolve()) in here
 
 
 def test_rshared_decision_looks_at_every_mount() -> None:
