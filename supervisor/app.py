@@ -38,7 +38,7 @@ from supervisor.dataroot.service import DataRootService, log_findings
 from supervisor.docker_api import DockerApi, DockerApiError, tcp_listening
 from supervisor.dockerd import lifecycle as lc
 from supervisor.dockerd.daemon import Daemon
-from supervisor.dockerd.process import build_argv
+from supervisor.dockerd.process import PLAIN_TCP_LISTEN, build_argv
 from supervisor.errors import ConfigError, SupervisorError
 from supervisor.logs import get_logger
 from supervisor.metrics import Metrics
@@ -299,7 +299,7 @@ class Agent:
     def _bind_http(self) -> socket.socket:
         address = self.config.http.listen
         try:
-            return bind_listener(*parse_listen(address))
+            return bind_listener(*parse_listen(address), listen=False)
         except OSError as exc:
             raise ConfigError(
                 key="http.listen",
@@ -363,7 +363,7 @@ class Agent:
         namespace, never getting their stop signal. So the agent stops them
         first (each with its own stop timeout, at most dockerd.stop_timeout).
         """
-        if self.config.dockerd.live_restore and self.daemon.state is lc.State.RUNNING:
+        if self.config.live_restore_on and self.daemon.state is lc.State.RUNNING:
             started = anyio.current_time()
             stopped = 0
             with anyio.move_on_after(self.config.dockerd.stop_timeout):
@@ -420,6 +420,25 @@ def run_agent(config: Config, *, under_init: bool = False) -> int:
     """Entry point of the agent process (a child of PID 1, or the main process)."""
     log = get_logger(component="agent")
     log.info("agent_started", version=__version__, pid=os.getpid(), parent_pid=os.getppid())
+    for event, message in config.notices:
+        log.info(event, message=message)
+    if config.dockerd.exact_args:
+        log.info(
+            "dockerd_exact_args",
+            message="dockerd runs with exactly the arguments given after `dockerd`: no TLS"
+            " certificates, sockets, paths or live-restore are added by the agent",
+            args=list(config.dockerd.args),
+        )
+    elif config.plain_tcp_served:
+        log.warning(
+            "plain_tcp_served",
+            address=PLAIN_TCP_LISTEN,
+            message="TLS is off, so dockerd serves tcp 2375 WITHOUT authentication, as"
+            " docker:dind does: anyone who reaches that port controls dockerd and the host's"
+            " kernel through it",
+            remedy="set DOCKER_TLS_CERTDIR=/certs for TLS, or --dockerd-plain-tcp=false"
+            " (DIND_SUPERVISOR_DOCKERD_PLAIN_TCP=false) for the unix socket only",
+        )
 
     async def main() -> int:
         return await Agent(config, under_init=under_init).run()

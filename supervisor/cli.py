@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from supervisor import __version__, config
 from supervisor.errors import EXIT_FAILURE, EXIT_USAGE, ConfigError, SupervisorError
+from supervisor.invocation import COMMANDS, Invocation, Mode, classify
 
 if TYPE_CHECKING:
     import ssl
 
-COMMANDS = ("run", "certs", "status", "wait", "check", "version")
+__all__ = ["COMMANDS", "main", "main_invocation"]
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +35,10 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
             kind = config.field_type(section, key)
             dest = f"setting:{section}:{key}"
             help_text = f.metadata.get("help", "")
+            default = config.shown_default(section, key)
+            if default:
+                # argparse expands %-escapes in help texts.
+                help_text += f" (default: {default})".replace("%", "%%")
             if kind is bool:
                 group.add_argument(
                     config.flag_name(section, key),
@@ -44,7 +49,11 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
                 )
             else:
                 group.add_argument(
-                    config.flag_name(section, key), dest=dest, default=None, help=help_text
+                    config.flag_name(section, key),
+                    dest=dest,
+                    default=None,
+                    metavar=config.metavar(section, key),
+                    help=help_text,
                 )
 
 
@@ -89,43 +98,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def split_dockerd_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Our arguments, and dockerd's (everything after the first ``--``)."""
-    argv = list(argv)
-    if "--" not in argv:
-        return argv, []
-    index = argv.index("--")
-    dockerd_args = argv[index + 1 :]
-    # docker:dind accepts `IMAGE dockerd --flag` as well as `IMAGE --flag`.
-    if dockerd_args[:1] == ["dockerd"]:
-        dockerd_args = dockerd_args[1:]
-    return argv[:index], dockerd_args
-
-
-def load_config(args: argparse.Namespace, dockerd_args: Sequence[str] = ()) -> config.Config:
+def load_config(
+    args: argparse.Namespace, dockerd_args: Sequence[str] = (), *, exact: bool = False
+) -> config.Config:
     flags: dict[tuple[str, str], object] = {}
     for dest, value in vars(args).items():
         if dest.startswith("setting:") and value is not None:
             _, section, key = dest.split(":")
             flags[section, key] = value
     return config.load(
-        env=os.environ, config_file=args.config, flags=flags, dockerd_args=dockerd_args
+        env=os.environ,
+        config_file=args.config,
+        flags=flags,
+        dockerd_args=dockerd_args,
+        exact_args=exact,
     )
 
 
 def main(argv: Sequence[str] | None = None, *, under_init: bool = False) -> int:
+    """The command line of ``dind-supervisor`` (``sys.argv[1:]`` by default)."""
+    invocation = classify(list(sys.argv[1:] if argv is None else argv))
+    return main_invocation(invocation, under_init=under_init)
+
+
+def main_invocation(invocation: Invocation, *, under_init: bool = False) -> int:
     """``under_init``: this process is the agent forked by our PID 1 (see entry.py)."""
-    own, dockerd_args = split_dockerd_args(sys.argv[1:] if argv is None else argv)
-    if not own or (own[0] not in COMMANDS and own[0] not in ("-h", "--help")):
-        own = ["run", *own]
+    if invocation.mode is Mode.EXEC:
+        from supervisor.passthrough import exec_program
+
+        exec_program(list(invocation.rest))
     parser = build_parser()
-    if own[0] != "run":
+    if invocation.mode is Mode.COMMAND:
         # Commands print their results on stdout; any log line goes to stderr.
         from supervisor import logs
 
         logs.configure(format="console", level="warning", stream=sys.stderr)
     try:
-        args = parser.parse_args(own)
+        args = parser.parse_args(list(invocation.own))
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
@@ -133,13 +142,17 @@ def main(argv: Sequence[str] | None = None, *, under_init: bool = False) -> int:
             print(f"dind-supervisor {__version__}")
             return 0
         if args.command == "run":
-            return _run(load_config(args, dockerd_args), under_init=under_init)
-        if args.command in ("status", "wait"):
-            return _query(args, load_config(args))
-        if args.command == "certs":
-            return _certs(args, load_config(args))
-        if args.command == "check":
-            return _check(args, load_config(args))
+            cfg = load_config(args, invocation.rest, exact=invocation.mode is Mode.EXACT)
+            return _run(cfg, under_init=under_init)
+        if args.command in ("status", "wait", "certs", "check"):
+            cfg = load_config(args)
+            for _event, message in cfg.notices:
+                print(f"dind-supervisor: note: {message}", file=sys.stderr)
+            if args.command == "certs":
+                return _certs(args, cfg)
+            if args.command == "check":
+                return _check(args, cfg)
+            return _query(args, cfg)
     except SupervisorError as exc:
         _print_error(exc)
         return exc.exit_code

@@ -8,7 +8,9 @@ components read the finished ``Config``.
 Our own environment variables are ``DIND_SUPERVISOR_<SECTION>_<KEY>``; the
 flags of ``run`` are ``--<section>-<key>``. docker:dind's variables keep
 their meaning: DOCKER_TLS_CERTDIR (empty: no TLS), DOCKER_TLS_SAN and
-DOCKER_HOST (a unix socket).
+DOCKER_HOST (used only when it names a unix socket, as docker:dind does: a
+CI job's ``DOCKER_HOST=tcp://docker:2376`` reaches its service containers
+too, and must not stop them).
 """
 
 from __future__ import annotations
@@ -57,9 +59,18 @@ class DockerdConfig:
         20.0, "wait after the one TERM before KILL (longer than dockerd's own 15 s)"
     )
     live_restore: bool = _opt(True, "run dockerd with --live-restore (containers survive)")
-    plain_tcp: bool = _opt(False, "also listen on tcp://0.0.0.0:2375 WITHOUT TLS (insecure)")
+    plain_tcp: bool = _opt(
+        True,
+        "with TLS off, serve tcp://0.0.0.0:2375 WITHOUT authentication, as docker:dind does;"
+        " false: the unix socket only",
+    )
     mtu: int = _opt(0, "MTU for dockerd's bridge; 0 detects the default route's interface")
     args: tuple[str, ...] = _opt((), "extra dockerd arguments (also: after `--`)")
+    exact_args: bool = _opt(
+        False,
+        "run dockerd with exactly dockerd.args, adding no socket, TLS, path or live-restore"
+        " flag (what `IMAGE dockerd ARGS...` asks for)",
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -176,10 +187,38 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     # Where each non-default value came from, for error messages later on.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+    # Values read and deliberately not used (e.g. a tcp:// DOCKER_HOST): (event,
+    # one sentence) for the log, since quietly ignoring them would puzzle their author.
+    notices: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     @property
     def tls_enabled(self) -> bool:
-        return bool(self.tls.certdir)
+        # `IMAGE dockerd ARGS` gets exactly ARGS: docker:dind issues no
+        # certificates then either.
+        return bool(self.tls.certdir) and not self.dockerd.exact_args
+
+    @property
+    def plain_tcp_served(self) -> bool:
+        """dockerd serves tcp 2375 without TLS (docker:dind's default with TLS off)."""
+        from supervisor.dockerd.flags import user_sets
+
+        d = self.dockerd
+        return (
+            d.plain_tcp
+            and not self.tls_enabled
+            and not d.exact_args
+            and not user_sets(d.args, "-H", "--host")
+        )
+
+    @property
+    def live_restore_on(self) -> bool:
+        """dockerd keeps containers running when it exits (ours or the user's flag)."""
+        from supervisor.dockerd.flags import last_value, user_sets
+
+        d = self.dockerd
+        if user_sets(d.args, "--live-restore"):
+            return last_value(d.args, "--live-restore") not in ("false", "0")
+        return d.live_restore and not d.exact_args
 
     @property
     def socket_path(self) -> Path:
@@ -189,7 +228,7 @@ class Config:
 SECTIONS: dict[str, type[Any]] = {
     f.name: typing.get_type_hints(Config)[f.name]
     for f in dataclasses.fields(Config)
-    if f.name != "sources"
+    if f.name not in ("sources", "notices")
 }
 
 
@@ -280,6 +319,7 @@ class _Layer:
     def __init__(self) -> None:
         self.values: dict[tuple[str, str], object] = {}
         self.sources: dict[tuple[str, str], str] = {}
+        self.notices: list[tuple[str, str]] = []
 
     def put(self, section: str, key: str, raw: object, source: str) -> None:
         if section not in SECTIONS:
@@ -347,8 +387,16 @@ def _env_layer(env: Mapping[str, str]) -> _Layer:
         layer.put("tls", "certdir", env["DOCKER_TLS_CERTDIR"], "environment DOCKER_TLS_CERTDIR")
     if "DOCKER_TLS_SAN" in env:
         layer.put("tls", "san", env["DOCKER_TLS_SAN"], "environment DOCKER_TLS_SAN")
-    if env.get("DOCKER_HOST"):
-        layer.put("dockerd", "host", env["DOCKER_HOST"], "environment DOCKER_HOST")
+    docker_host = env.get("DOCKER_HOST", "")
+    if is_unix_socket_url(docker_host):
+        layer.put("dockerd", "host", docker_host, "environment DOCKER_HOST")
+    elif docker_host:
+        layer.notices.append((
+            "docker_host_ignored",
+            f"DOCKER_HOST={docker_host!r} is not a unix:// socket, so it is ignored (as"
+            " docker:dind does): it is how clients reach this daemon, and CI runners pass"
+            " their jobs' variables to service containers too",
+        ))
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
             continue
@@ -377,7 +425,7 @@ def _validate(config: Config) -> None:
 
     if not config.dockerd.binary.strip():
         fail("dockerd", "binary", config.dockerd.binary, "must name the dockerd executable")
-    if not config.dockerd.host.startswith("unix://") or config.dockerd.host == "unix://":
+    if not is_unix_socket_url(config.dockerd.host):
         fail(
             "dockerd",
             "host",
@@ -458,27 +506,22 @@ def _validate(config: Config) -> None:
 
 
 _DOCKERD_PATH_OPTIONS = {
-    "--data-root": "data_root",
-    "--graph": "data_root",
-    "-g": "data_root",
-    "--exec-root": "exec_root",
-    "--pidfile": "pidfile",
-    "-p": "pidfile",
+    "data_root": ("--data-root", "--graph", "-g"),
+    "exec_root": ("--exec-root",),
+    "pidfile": ("--pidfile", "-p"),
 }
 
 
 def dockerd_path_options(args: Sequence[str]) -> dict[str, str]:
     """data_root, exec_root and pidfile as dockerd will read them from ``args`` (last wins)."""
-    found: dict[str, str] = {}
-    for index, arg in enumerate(args):
-        for option, key in _DOCKERD_PATH_OPTIONS.items():
-            if arg == option and index + 1 < len(args):
-                found[key] = args[index + 1]
-            elif arg.startswith(option + "="):
-                found[key] = arg.split("=", 1)[1]
-            elif len(option) == 2 and arg.startswith(option) and len(arg) > 2:
-                found[key] = arg[2:]
+    from supervisor.dockerd.flags import last_value
+
+    found = {key: last_value(args, *names) for key, names in _DOCKERD_PATH_OPTIONS.items()}
     return {key: value for key, value in found.items() if value}
+
+
+def is_unix_socket_url(value: str) -> bool:
+    return value.startswith("unix://") and len(value) > len("unix://")
 
 
 def parse_listen(address: str) -> tuple[str, int]:
@@ -497,8 +540,12 @@ def load(
     config_file: Path | None = None,
     flags: Mapping[tuple[str, str], object] | None = None,
     dockerd_args: Sequence[str] = (),
+    exact_args: bool = False,
 ) -> Config:
-    """Merge the sources (later wins) and validate; raises ConfigError."""
+    """Merge the sources (later wins) and validate; raises ConfigError.
+
+    ``exact_args``: the command line was ``dockerd ARGS`` (see invocation.py).
+    """
     layers: list[_Layer] = []
     if config_file is not None:
         layers.append(_toml_layer(config_file, named_by=("--config", "command line")))
@@ -522,6 +569,14 @@ def load(
         existing = typing.cast(tuple[str, ...], merged["dockerd"].get("args", ()))
         merged["dockerd"]["args"] = (*existing, *dockerd_args)
         sources["dockerd.args"] = "arguments after --"
+    if exact_args:
+        merged["dockerd"]["exact_args"] = True
+        sources["dockerd.exact_args"] = "arguments after -- (starting with `dockerd`)"
+    if merged["dockerd"].get("exact_args"):
+        # dockerd serves the socket its own flags name, whatever DOCKER_HOST says.
+        args = typing.cast(tuple[str, ...], merged["dockerd"].get("args", ()))
+        merged["dockerd"]["host"] = exact_mode_socket(args)
+        sources["dockerd.host"] = "dockerd's own --host flags"
     # dockerd's own path options given after `--` are what dockerd will use, so
     # the agent locks, inspects and cleans those paths, not its defaults.
     for key, value in dockerd_path_options(
@@ -530,10 +585,32 @@ def load(
         merged["dockerd"][key] = Path(value)
         sources[f"dockerd.{key}"] = "arguments after --"
     sections = {name: SECTIONS[name](**values) for name, values in merged.items()}
-    config = Config(**sections, sources=sources)
+    notices = tuple(notice for layer in layers for notice in layer.notices)
+    config = Config(**sections, sources=sources, notices=notices)
     _validate(config)
     resolved_policy(config)
     return config
+
+
+# Where the agent has dockerd serve a socket of its own when the user's exact
+# flags name only TCP listeners: the agent supervises dockerd through a unix socket.
+PRIVATE_SOCKET = "unix:///run/dind-supervisor/dockerd.sock"
+_DOCKERD_DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+
+
+def exact_mode_socket(args: Sequence[str]) -> str:
+    """The unix socket a dockerd started with exactly ``args`` serves, for the agent's pings.
+
+    No --host at all: dockerd's own default. Only TCP (or fd://) hosts: the
+    agent's private socket, which it then adds (the one flag it adds).
+    """
+    from supervisor.dockerd.flags import option_values
+
+    hosts = option_values(args, "--host", "-H")
+    if not hosts:
+        return _DOCKERD_DEFAULT_SOCKET
+    unix = [host for host in hosts if is_unix_socket_url(host)]
+    return unix[0] if unix else PRIVATE_SOCKET
 
 
 def resolved_policy(config: Config) -> Any:
@@ -548,6 +625,77 @@ def resolved_policy(config: Config) -> Any:
     }
     sources = {key: config.sources.get(f"policy.{key}", "default") for key in values}
     return resolve_policy(values, sources)
+
+
+_METAVARS = {
+    ("dockerd", "host"): "unix://PATH",
+    ("log", "format"): "auto|json|console",
+    ("log", "level"): "debug|info|warning|error",
+    ("agent", "stop_file"): "PATH",
+    ("tls", "certdir"): "PATH",
+    ("tls", "san"): "'DNS:x IP:y'",
+    ("tls", "listen"): "tcp://HOST:PORT",
+    ("tls", "key_type"): "|".join(_KEY_TYPES),
+    ("tls", "client_key_mode"): "OCTAL",
+    ("prepare", "enabled"): "auto|true|false",
+    ("prepare", "iptables"): "auto|legacy|nft|off",
+    ("policy", "mode"): "best-effort|strict",
+    ("policy", "init_oom_score_adj"): "ADJ|inherit",
+    ("policy", "agent_oom_score_adj"): "ADJ|inherit",
+    ("policy", "dockerd_oom_score_adj"): "ADJ|inherit",
+    ("policy", "agent_rlimits"): "NAME=SOFT:HARD,...",
+    ("policy", "dockerd_rlimits"): "NAME=SOFT:HARD,...",
+}
+
+
+def metavar(section: str, key: str) -> str:
+    """What a flag's value looks like, for ``--help``."""
+    if (section, key) in _METAVARS:
+        return _METAVARS[section, key]
+    meta = section_fields(section)[key].metadata
+    kind = field_type(section, key)
+    if meta.get("duration"):
+        return "DURATION"
+    if meta.get("raw"):
+        return "VALUE"
+    if kind is int:
+        return "COUNT" if key in ("max_failures", "failures") else "INTEGER"
+    if kind is float:
+        return "FRACTION" if key.startswith(("gc_", "renew")) else "NUMBER"
+    if kind is Path:
+        return "PATH"
+    if kind == tuple[str, ...]:
+        return "ARGS"
+    if key in ("listen",):
+        return "ADDRESS"
+    return key.rsplit("_", maxsplit=1)[-1].upper()
+
+
+def shown_default(section: str, key: str) -> str:
+    """A setting's default as a user would write it ('' when there is none worth showing)."""
+    f = section_fields(section)[key]
+    if f.metadata.get("raw") or isinstance(f.default, dataclasses._MISSING_TYPE):
+        return ""
+    value = f.default
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if f.metadata.get("duration"):
+        return format_duration(float(value))
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if value in ("", ()):
+        return ""
+    return str(value)
+
+
+def format_duration(seconds: float) -> str:
+    """The largest whole unit: 30s, 5m, 2h, 30d (500ms below a second)."""
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    return f"{seconds:g}s"
 
 
 def describe() -> list[tuple[str, str, object, str]]:

@@ -1,10 +1,13 @@
 """The ``dind-supervisor`` executable's first instructions.
 
-As a container's PID 1 this process forks the agent before importing
-anything else (argparse, the configuration, logging): PID 1 then lives on
-as the tiny reaper of ``init.py`` holding only the interpreter, about 10 MB,
-while the agent parses the command line, validates the configuration (exit
-2 through PID 1 on errors) and runs. In every other case it is ``cli.main``.
+The command line is classified first (``invocation.classify``, standard
+library only): another program asked for after ``--`` is exec'd at once, as
+docker:dind does. As a container's PID 1 the ``run`` command then forks the
+agent before importing anything else (argparse, the configuration, logging):
+PID 1 lives on as the tiny reaper of ``init.py`` holding only the
+interpreter, about 10 MB, while the agent parses the command line, validates
+the configuration (exit 2 through PID 1 on errors) and runs. In every other
+case it is ``cli.main``.
 """
 
 from __future__ import annotations
@@ -12,25 +15,24 @@ from __future__ import annotations
 import os
 import sys
 
-_OTHER_COMMANDS = ("certs", "status", "wait", "check", "version", "-h", "--help")
-
-
-def is_run(argv: list[str]) -> bool:
-    """``run`` is the default command: anything but another command's name means run."""
-    return not argv or argv[0] == "run" or argv[0] not in _OTHER_COMMANDS
+from supervisor.invocation import Mode, classify
 
 
 def main() -> int:
-    argv = sys.argv[1:]
-    if os.getpid() == 1 and is_run(argv):
+    invocation = classify(sys.argv[1:])
+    if invocation.mode is Mode.EXEC:
+        from supervisor.passthrough import exec_program
+
+        exec_program(list(invocation.rest))
+    if os.getpid() == 1 and invocation.mode in (Mode.AGENT, Mode.EXACT):
         from supervisor import init
 
         def agent() -> int:
             from supervisor import cli
 
-            return cli.main(argv, under_init=True)
+            return cli.main_invocation(invocation, under_init=True)
 
         return init.run(agent)
     from supervisor import cli
 
-    return cli.main(argv)
+    return cli.main_invocation(invocation)

@@ -83,10 +83,16 @@ def detect_mtu(
     return mtu_of(interface) if interface else None
 
 
-def bind_listener(host: str, port: int, *, backlog: int = 128) -> socket.socket:
-    """A listening TCP socket, bound now so a bad address fails before dockerd starts.
+def bind_listener(
+    host: str, port: int, *, backlog: int = 128, listen: bool = True
+) -> socket.socket:
+    """A TCP socket bound now, so a bad or busy address fails before dockerd starts.
 
-    Raises OSError (socket.gaierror for a name that does not resolve).
+    ``listen=False`` leaves it bound but refusing connections (asyncio's
+    server calls listen() when it starts serving): CI runners take any open
+    port of a service container for "up", so nothing may accept before the
+    client certificates exist. Raises OSError (socket.gaierror for a name
+    that does not resolve).
     """
     family, kind, proto, _name, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -95,7 +101,8 @@ def bind_listener(host: str, port: int, *, backlog: int = 128) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
-        sock.listen(backlog)
+        if listen:
+            sock.listen(backlog)
         sock.setblocking(False)
     except OSError:
         sock.close()

@@ -1,9 +1,10 @@
 """One dockerd process: its argv, spawning it, relaying its output, signalling it.
 
 The argv is built as docker:dind builds it (unix socket; TLS listener with
---tlsverify when a certdir is set; ``--tls=false`` otherwise, so dockerd
-does not sleep 15 s) and the user's arguments after ``--`` are appended
-verbatim. dockerd runs in its own session so that KILL can take its whole
+--tlsverify when a certdir is set; without TLS the plain tcp 2375 listener
+and ``--tls=false``, so dockerd does not sleep 15 s) and the user's
+arguments after ``--`` are appended verbatim. ``IMAGE dockerd ARGS`` gets
+exactly ARGS. dockerd runs in its own session so that KILL can take its whole
 process group. Output (stdout and stderr through one pipe, so their order is
 kept) is parsed line by line and re-emitted through structlog.
 
@@ -25,10 +26,13 @@ import anyio
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from supervisor.config import Config
+from supervisor.config import PRIVATE_SOCKET, Config
+from supervisor.dockerd.flags import option_values, user_sets
 from supervisor.logs import DockerdLine, emit_dockerd_line, get_logger, parse_dockerd_line
 
 _MAX_LINE = 64 * 1024
+# docker:dind's listener without TLS: no authentication at all.
+PLAIN_TCP_LISTEN = "tcp://0.0.0.0:2375"
 
 LineObserver = Callable[[DockerdLine], None]
 
@@ -38,32 +42,6 @@ class TlsFiles:
     ca: Path
     cert: Path
     key: Path
-
-
-def _user_sets(args: Sequence[str], *names: str) -> bool:
-    """Whether the user passed an option, in any form dockerd's flag parser accepts."""
-    for arg in args:
-        for name in names:
-            if arg == name or arg.startswith(name + "="):
-                return True
-            # pflag's attached short form: -Htcp://..., -p/x.pid
-            if len(name) == 2 and name.startswith("-") and arg.startswith(name):
-                return True
-    return False
-
-
-def user_hosts(args: Sequence[str]) -> list[str]:
-    """The --host/-H values among the user's dockerd arguments."""
-    hosts = []
-    for index, arg in enumerate(args):
-        for name in ("--host", "-H"):
-            if arg == name and index + 1 < len(args):
-                hosts.append(args[index + 1])
-            elif arg.startswith(name + "="):
-                hosts.append(arg.split("=", 1)[1])
-            elif name == "-H" and arg.startswith("-H") and len(arg) > 2 and arg[2] != "=":
-                hosts.append(arg[2:])
-    return hosts
 
 
 def build_argv(
@@ -77,13 +55,18 @@ def build_argv(
     d = config.dockerd
     user = list(d.args)
     argv = [d.binary]
-    if not _user_sets(user, "-H", "--host"):
+    if d.exact_args:
+        if d.host == PRIVATE_SOCKET:
+            # The user's flags name no unix socket; the agent needs one to supervise.
+            return [*argv, *user, f"--host={d.host}"]
+        return argv + user
+    if not user_sets(user, "-H", "--host"):
         argv.append(f"--host={d.host}")
         if tls is not None:
             argv.append(f"--host={config.tls.listen}")
-        if d.plain_tcp:
-            argv.append("--host=tcp://0.0.0.0:2375")
-    elif d.host not in user_hosts(user):
+        elif d.plain_tcp:
+            argv.append(f"--host={PLAIN_TCP_LISTEN}")
+    elif d.host not in option_values(user, "--host", "-H"):
         # The user's hosts replace our TCP listeners, but the agent supervises
         # dockerd through its unix socket: that one always stays.
         argv.append(f"--host={d.host}")
@@ -94,17 +77,17 @@ def build_argv(
             f"--tlscert={tls.cert}",
             f"--tlskey={tls.key}",
         ]
-    elif not _user_sets(user, "--tls", "--tlsverify"):
+    elif not user_sets(user, "--tls", "--tlsverify"):
         argv.append("--tls=false")
-    if not _user_sets(user, "--data-root", "-g", "--graph"):
+    if not user_sets(user, "--data-root", "-g", "--graph"):
         argv.append(f"--data-root={d.data_root}")
-    if not _user_sets(user, "--exec-root"):
+    if not user_sets(user, "--exec-root"):
         argv.append(f"--exec-root={d.exec_root}")
-    if not _user_sets(user, "--pidfile", "-p"):
+    if not user_sets(user, "--pidfile", "-p"):
         argv.append(f"--pidfile={d.pidfile}")
-    if d.live_restore and not _user_sets(user, "--live-restore"):
+    if d.live_restore and not user_sets(user, "--live-restore"):
         argv.append("--live-restore")
-    if mtu and not _user_sets(user, "--mtu"):
+    if mtu and not user_sets(user, "--mtu"):
         argv.append(f"--mtu={mtu}")
     return argv + list(extra) + user
 

@@ -119,6 +119,8 @@ class PolicyService:
 
     def extra_dockerd_args(self) -> list[str]:
         expected = self.plan.dockerd.expected_oom_score_adj if self.plan else None
+        if self._config.dockerd.exact_args:
+            return []  # exactly the user's flags; the exec wrapper still sets the value
         if self.oom_flag and expected is not None:  # the flag is gone since v26
             user = self._config.dockerd.args
             if not any(arg.startswith("--oom-score-adjust") for arg in user):

@@ -49,27 +49,6 @@ def started(_isolated: list[Config]) -> list[Config]:
     return _isolated
 
 
-# split_dockerd_args -------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("argv", "own", "dockerd"),
-    [
-        (["run", "--log-level", "debug"], ["run", "--log-level", "debug"], []),
-        (["run", "--", "--debug", "--mtu=1400"], ["run"], ["--debug", "--mtu=1400"]),
-        (["--", "dockerd", "--storage-driver", "vfs"], [], ["--storage-driver", "vfs"]),
-        (["--", "dockerd"], [], []),
-        (["--", "--debug", "dockerd"], [], ["--debug", "dockerd"]),
-        (["run", "--", "--", "x"], ["run"], ["--", "x"]),
-        ([], [], []),
-        (["--"], [], []),
-    ],
-)
-def test_split_dockerd_args(argv: list[str], own: list[str], dockerd: list[str]) -> None:
-    """Everything after the first `--` goes to dockerd; a leading `dockerd` word is dropped."""
-    assert cli.split_dockerd_args(argv) == (own, dockerd)
-
-
 # Commands ------------------------------------------------------------------------------
 
 
@@ -130,15 +109,58 @@ def test_bad_environment_variable_exits_2(
     assert "DIND_SUPERVISOR_DOCKER_HOST" in capsys.readouterr().err
 
 
-def test_docker_host_tcp_exits_2(
+def test_docker_host_tcp_is_ignored_with_a_note(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], started: list[Config]
+) -> None:
+    """DOCKER_HOST=tcp://... (a CI job's variable) does not stop `run`: the socket stays the
+    default and the config carries a notice naming the variable."""
+    monkeypatch.setenv("DOCKER_HOST", "tcp://docker:2376")
+    assert cli.main([]) == NOT_STARTED
+    [cfg] = started
+    assert cfg.dockerd.host == "unix:///var/run/docker.sock"
+    [(event, message)] = cfg.notices
+    assert event == "docker_host_ignored"
+    assert "tcp://docker:2376" in message
+
+
+def test_docker_host_tcp_note_for_other_commands(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """DOCKER_HOST=tcp://... is refused with exit 2, naming the variable."""
-    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2375")
-    assert cli.main([]) == 2
+    """`certs show` with DOCKER_HOST=tcp://... works and says once on stderr that it ignored it."""
+    monkeypatch.setenv("DOCKER_HOST", "tcp://docker:2376")
+    cli.main(["certs", "show", "--certdir", "/nonexistent-certdir"])
     err = capsys.readouterr().err
-    assert "environment DOCKER_HOST" in err
-    assert "tcp://127.0.0.1:2375" in err
+    assert err.count("DOCKER_HOST='tcp://docker:2376' is not a unix:// socket") == 1
+
+
+def test_dockerd_first_word_means_exact_arguments(started: list[Config]) -> None:
+    """`-- dockerd ARGS` (ARC's sidecar) loads a config that runs dockerd with exactly ARGS."""
+    assert cli.main(["--", "dockerd", "--host=unix:///var/run/docker.sock", "--group=123"]) == (
+        NOT_STARTED
+    )
+    [cfg] = started
+    assert cfg.dockerd.exact_args is True
+    assert cfg.dockerd.args == ("--host=unix:///var/run/docker.sock", "--group=123")
+    assert cfg.sources["dockerd.exact_args"].startswith("arguments after --")
+
+
+def test_flags_after_the_separator_are_dockerd_flags(started: list[Config]) -> None:
+    """`-- --debug` keeps today's meaning: flags added to the agent's own."""
+    assert cli.main(["--", "--debug"]) == NOT_STARTED
+    [cfg] = started
+    assert (cfg.dockerd.exact_args, cfg.dockerd.args) == (False, ("--debug",))
+
+
+def test_run_help_shows_metavars_and_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    """`run --help` names what each value looks like and its default, not argparse's dest."""
+    assert cli.main(["run", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "SETTING:" not in out
+    assert "--restart-backoff-initial DURATION" in out
+    assert "--restart-max-failures COUNT" in out
+    assert "--log-level debug|info|warning|error" in out
+    assert "(default: 1s)" in out  # restart.backoff_initial
+    assert "(default: 1825d)" in out  # tls.ca_lifetime
 
 
 def test_bad_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

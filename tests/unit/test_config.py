@@ -42,7 +42,9 @@ def test_defaults_without_any_source() -> None:
     assert cfg.dockerd.host == "unix:///var/run/docker.sock"
     assert cfg.http.listen == "0.0.0.0:9324"
     assert cfg.tls.listen == "tcp://0.0.0.0:2376"
-    assert cfg.dockerd.plain_tcp is False
+    assert cfg.dockerd.plain_tcp is True  # docker:dind's 2375 when TLS is off
+    assert cfg.plain_tcp_served is True
+    assert cfg.dockerd.exact_args is False
     assert cfg.tls_enabled is False
     assert dict(cfg.sources) == {}
 
@@ -169,12 +171,61 @@ def test_docker_host_empty_is_ignored() -> None:
     assert load(env={"DOCKER_HOST": ""}).dockerd.host == "unix:///var/run/docker.sock"
 
 
+@pytest.mark.parametrize(
+    "host", ["tcp://docker:2376", "tcp://127.0.0.1:2375", "unix://", "/var/run/docker.sock"]
+)
+def test_docker_host_not_a_unix_socket_is_ignored(host: str) -> None:
+    """A DOCKER_HOST that is not unix://PATH is ignored, as docker:dind does, with one notice."""
+    cfg = load(env={"DOCKER_HOST": host})
+    assert cfg.dockerd.host == "unix:///var/run/docker.sock"
+    assert "dockerd.host" not in cfg.sources
+    [(event, message)] = cfg.notices
+    assert event == "docker_host_ignored"
+    assert repr(host) in message
+
+
 @pytest.mark.parametrize("host", ["tcp://127.0.0.1:2375", "unix://", "/var/run/docker.sock"])
-def test_docker_host_must_be_unix_socket(host: str) -> None:
-    """DOCKER_HOST that is not a unix:// socket is a configuration error naming the variable."""
+def test_our_own_host_setting_must_be_a_unix_socket(host: str) -> None:
+    """DIND_SUPERVISOR_DOCKERD_HOST is ours alone: a non-unix value is an error naming it."""
     with pytest.raises(ConfigError) as info:
-        load(env={"DOCKER_HOST": host})
-    assert_names(info.value, key="dockerd.host", value=host, source="environment DOCKER_HOST")
+        load(env={"DIND_SUPERVISOR_DOCKERD_HOST": host})
+    assert_names(
+        info.value, key="dockerd.host", value=host,
+        source="environment DIND_SUPERVISOR_DOCKERD_HOST",
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "socket"),
+    [
+        ((), "unix:///var/run/docker.sock"),
+        (("--host=unix:///run/x.sock", "--group=12"), "unix:///run/x.sock"),
+        (("-H", "tcp://0.0.0.0:2375", "-H", "unix:///run/y.sock"), "unix:///run/y.sock"),
+        (("-H", "tcp://0.0.0.0:2375"), "unix:///run/dind-supervisor/dockerd.sock"),
+    ],
+)
+def test_exact_mode_pings_the_socket_dockerd_flags_name(
+    args: tuple[str, ...], socket: str
+) -> None:
+    """With exact arguments the agent's socket comes from dockerd's own --host flags (DOCKER_HOST
+    and dockerd.host do not apply); only TCP hosts mean the agent's private socket."""
+    cfg = load(
+        env={"DOCKER_HOST": "unix:///elsewhere.sock", "DOCKER_TLS_CERTDIR": "/certs"},
+        dockerd_args=args,
+        exact_args=True,
+    )
+    assert cfg.dockerd.host == socket
+    assert cfg.tls_enabled is False  # docker:dind issues no certificates for `dockerd ARGS`
+    assert cfg.live_restore_on is False
+    assert cfg.plain_tcp_served is False
+
+
+def test_live_restore_follows_the_users_own_flag() -> None:
+    """The final stop's container handling follows the --live-restore dockerd really gets."""
+    assert load(env={}).live_restore_on is True
+    assert load(env={}, dockerd_args=("--live-restore=false",)).live_restore_on is False
+    exact = load(env={}, dockerd_args=("--live-restore",), exact_args=True)
+    assert exact.live_restore_on is True
 
 
 # Values ----------------------------------------------------------------------

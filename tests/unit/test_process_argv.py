@@ -27,18 +27,48 @@ def hosts(argv: list[str]) -> list[str]:
 
 
 def test_tls_off_defaults() -> None:
-    """TLS off: unix socket only, --tls=false (no 15 s sleep), default paths, live-restore."""
+    """TLS off: unix socket and docker:dind's tcp 2375, --tls=false (no 15 s sleep), default
+    paths, live-restore."""
     argv = build_argv(config())
     assert argv == [
         "dockerd",
         "--host=unix:///var/run/docker.sock",
+        "--host=tcp://0.0.0.0:2375",
         "--tls=false",
         "--data-root=/var/lib/docker",
         "--exec-root=/var/run/docker",
         "--pidfile=/var/run/docker.pid",
         "--live-restore",
     ]
-    assert not any(h.startswith("tcp://") for h in hosts(argv))
+
+
+def test_tls_off_without_plain_tcp_serves_the_socket_only() -> None:
+    """plain_tcp=false turns docker:dind's unauthenticated 2375 off."""
+    assert hosts(build_argv(config(plain_tcp=False))) == ["unix:///var/run/docker.sock"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--host=unix:///var/run/docker.sock", "--group=123"),
+        ("--debug",),
+        (),
+    ],
+)
+def test_exact_mode_adds_nothing(args: tuple[str, ...]) -> None:
+    """`IMAGE dockerd ARGS`: the argv is the binary and ARGS, nothing else."""
+    cfg = load(env={"DOCKER_TLS_CERTDIR": "/certs"}, dockerd_args=args, exact_args=True)
+    assert build_argv(cfg, tls=None, mtu=1400, extra=["--oom-score-adjust=-500"]) == [
+        "dockerd", *args,
+    ]
+
+
+def test_exact_mode_with_tcp_hosts_only_adds_the_agents_socket() -> None:
+    """Exact arguments naming no unix socket: the agent's private socket is the one addition."""
+    cfg = load(env={}, dockerd_args=("-H", "tcp://0.0.0.0:2375"), exact_args=True)
+    assert build_argv(cfg) == [
+        "dockerd", "-H", "tcp://0.0.0.0:2375", "--host=unix:///run/dind-supervisor/dockerd.sock",
+    ]
 
 
 def test_tls_on_adds_tcp_listener_and_files() -> None:
@@ -59,7 +89,7 @@ def test_tls_listener_from_config() -> None:
 
 
 def test_plain_tcp_adds_2375() -> None:
-    """plain_tcp (explicit opt-in) adds the insecure 2375 listener."""
+    """plain_tcp with TLS off adds the unauthenticated 2375 listener."""
     argv = build_argv(config(plain_tcp=True))
     assert hosts(argv) == ["unix:///var/run/docker.sock", "tcp://0.0.0.0:2375"]
 
