@@ -48,6 +48,7 @@ from supervisor.prepare.mounts import (
     parse_mountinfo,
     prepare_rshared,
     prepare_securityfs,
+    prepare_sys_rw,
     prepare_tmp,
 )
 from supervisor.prepare.report import Outcome, StepReport, skipped
@@ -66,7 +67,9 @@ __all__ = [
     "prepare",
 ]
 
-STEPS = ("cgroup", "securityfs", "tmp", "rshared", "iptables")
+STEPS = ("sys_rw", "cgroup", "securityfs", "tmp", "rshared", "iptables")
+# docker:dind's switch for Docker-in-Kata, where /sys comes read-only.
+REMOUNT_SYS_RW_ENV = "DOCKER_REMOUNT_SYS_RW"
 
 _log = structlog.get_logger("supervisor.prepare")
 
@@ -196,9 +199,11 @@ def prepare(
     runner: Runner | None = None,
     env: Mapping[str, str] | None = None,
 ) -> PrepareReport:
-    """Run every enabled step in order: cgroup, securityfs, tmp, rshared, iptables.
+    """Run every enabled step in order: sys_rw, cgroup, securityfs, tmp, rshared, iptables.
 
-    rshared comes after the other mounts so the recursive flag covers them too.
+    sys_rw (only with DOCKER_REMOUNT_SYS_RW set) comes first: the cgroup step
+    writes below /sys. rshared comes after the other mounts so the recursive
+    flag covers them too.
     Mount failures and iptables trouble are findings; a cgroup v2 controller
     that cannot be enabled raises PreparationError (dockerd cannot nest).
     """
@@ -209,6 +214,12 @@ def prepare(
     steps: list[StepReport] = []
     cgroup_mode: str | None = None
 
+    if env.get(REMOUNT_SYS_RW_ENV):
+        steps.append(_logged(prepare_sys_rw(mounts, dry_run=options.dry_run)))
+    else:
+        steps.append(_logged(skipped(
+            "sys_rw", f"/sys is left as it is ({REMOUNT_SYS_RW_ENV} is not set)"
+        )))
     if options.cgroup:
         entries = parse_mountinfo(mounts.read_mountinfo())
         own = _read(f"{options.proc_root}/self/cgroup")

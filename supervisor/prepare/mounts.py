@@ -30,10 +30,21 @@ from supervisor.prepare.report import Outcome, StepReport
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
 MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_NOATIME = 0x400
+MS_NODIRATIME = 0x800
+MS_RELATIME = 0x200000
 MS_REC = 0x4000
 MS_SHARED = 1 << 20
 
 SECURITYFS_TARGET = "/sys/kernel/security"
+SYS_TARGET = "/sys"
+# Per-mount flags a remount must repeat, or the kernel clears them (and refuses
+# to clear locked ones inside a user namespace).
+_KEPT_FLAGS = {
+    "nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC,
+    "noatime": MS_NOATIME, "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME,
+}
 TMP_TARGET = "/tmp"  # noqa: S108 - the path docker:dind mounts a tmpfs on, not a temp file
 
 def parse_mountinfo(text: str) -> tuple[MountEntry, ...]:
@@ -118,6 +129,29 @@ def decide_tmp(
     )
 
 
+def decide_sys_rw(entries: Sequence[MountEntry], *, target: str = SYS_TARGET) -> MountDecision:
+    """DOCKER_REMOUNT_SYS_RW: Kata Containers give /sys read-only even to privileged
+    containers, and dockerd cannot nest cgroups or set sysctls there."""
+    top = visible_mount(entries, target)
+    if top is None:
+        return MountDecision(
+            needed=False, outcome=Outcome.NOT_NEEDED, reason=f"nothing is mounted on {target}"
+        )
+    if not top.read_only:
+        return MountDecision(
+            needed=False, outcome=Outcome.ALREADY, reason=f"{target} is mounted read-write"
+        )
+    return MountDecision(needed=True, outcome=Outcome.DONE, reason=f"{target} is read-only")
+
+
+def remount_rw_flags(entries: Sequence[MountEntry], target: str = SYS_TARGET) -> int:
+    top = visible_mount(entries, target)
+    kept = 0
+    for option in top.options if top is not None else ():
+        kept |= _KEPT_FLAGS.get(option, 0)
+    return MS_REMOUNT | kept
+
+
 def unshared_mounts(entries: Sequence[MountEntry]) -> tuple[str, ...]:
     return tuple(e.mount_point for e in entries if not e.shared)
 
@@ -186,6 +220,7 @@ class LinuxMountSystem:
 
 
 _IMPACT = {
+    "sys_rw": "/sys stays read-only: cgroup nesting and sysctls inside may fail",
     "securityfs": "AppArmor detection, and --privileged containers inside, may break",
     "tmp": f"{TMP_TARGET} stays on the container's writable layer instead of a tmpfs",
     "rshared": "mounts with shared/slave propagation (e.g. bind-propagation=rshared volumes)"
@@ -315,6 +350,23 @@ def apply_mount_step(
 
 class _Decide(Protocol):
     def __call__(self, entries: Sequence[MountEntry], system: MountSystem, /) -> MountDecision: ...
+
+
+def prepare_sys_rw(system: MountSystem, *, dry_run: bool = False) -> StepReport:
+    try:
+        flags = remount_rw_flags(parse_mountinfo(system.read_mountinfo()))
+    except OSError:
+        flags = MS_REMOUNT  # apply_mount_step reports the unreadable mountinfo
+    return apply_mount_step(
+        "sys_rw",
+        system,
+        lambda entries, _sys: decide_sys_rw(entries),
+        source=None,
+        target=SYS_TARGET,
+        fstype=None,
+        flags=flags,
+        dry_run=dry_run,
+    )
 
 
 def prepare_securityfs(system: MountSystem, *, dry_run: bool = False) -> StepReport:

@@ -49,8 +49,8 @@ class StepReport:
         }
 
 
-def skipped(step: str) -> StepReport:
-    """The report of a step that configuration turned off."""
+def skipped(step: str, reason: str | None = None) -> StepReport:
+    """The report of a step that configuration turned off (or did not ask for)."""
     return StepReport(
         step=step,
         outcome=Outcome.SKIPPED,
@@ -58,7 +58,7 @@ def skipped(step: str) -> StepReport:
             Finding(
                 topic=f"prepare.{step}",
                 severity=Severity.INFO,
-                message=f"{step} preparation is turned off by configuration",
+                message=reason or f"{step} preparation is turned off by configuration",
             ),
         ),
     )

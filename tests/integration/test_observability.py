@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from supervisor.prepare import STEPS
 from tests.integration.conftest import import_busybox
 from tests.integration.sandbox import REPO, Sandbox, poll
 
@@ -420,7 +421,7 @@ def test_extra_check_topics_report_a_healthy_prepared_namespace(tls_box: Sandbox
     assert topics == {"dataroot", "prepare", "tls"}
     assert [f for f in findings if f["severity"] == "error"] == []
     steps = {f["topic"] for f in findings if f["topic"].startswith("prepare.")}
-    assert steps == {f"prepare.{s}" for s in ("cgroup", "securityfs", "tmp", "rshared", "iptables")}
+    assert steps == {f"prepare.{s}" for s in STEPS}
     assert any("can write and renew" in f["message"] for f in findings)
 
 

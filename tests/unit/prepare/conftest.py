@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from supervisor.prepare.iptables import RunResult
-from supervisor.prepare.mounts import MS_REC, MS_SHARED
+from supervisor.prepare.mounts import MS_REC, MS_REMOUNT, MS_SHARED
 
 
 class FakeCgroupTree:
@@ -180,6 +180,15 @@ class FakeMountSystem:
             code = self.fail[target]
             raise OSError(code, os.strerror(code), target)
         if self.silent:
+            return
+        if flags & MS_REMOUNT:
+            for i, line in enumerate(self.lines):
+                left, right = line.split(" - ", 1)
+                fields = left.split()
+                if fields[4] == target:
+                    options = [o for o in fields[5].split(",") if o not in ("ro", "rw")]
+                    fields[5] = ",".join(["rw", *options])
+                    self.lines[i] = " ".join(fields) + " - " + right
             return
         if flags & MS_SHARED and flags & MS_REC:
             out = []

@@ -19,6 +19,7 @@ from supervisor.prepare import (
     dockerd_env,
     prepare,
 )
+from supervisor.prepare.mounts import MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RELATIME, MS_REMOUNT
 
 pytestmark = pytest.mark.unit
 
@@ -56,7 +57,8 @@ def test_full_run_on_a_v2_container(  # type: ignore[no-untyped-def]
             _options(tmp_path, bin_dir()), fs=tree, mounts=mounts, runner=runner, env={}
         )
     assert [s.step for s in report.steps] == list(STEPS)
-    assert [s.outcome for s in report.steps] == [Outcome.DONE] * 5
+    # sys_rw only with DOCKER_REMOUNT_SYS_RW set.
+    assert [s.outcome for s in report.steps] == [Outcome.SKIPPED] + [Outcome.DONE] * 5
     assert tree.procs[""] == []
     assert report.cgroup_mode == "v2"
     assert report.iptables_backend == "nft"
@@ -157,7 +159,7 @@ def test_dry_run_changes_nothing(  # type: ignore[no-untyped-def]
         runner=fake_runner(),
         env={},
     )
-    assert {s.outcome for s in report.steps} == {Outcome.PLANNED}
+    assert {s.outcome for s in report.steps[1:]} == {Outcome.PLANNED}
     assert (tree.writes, mounts.calls) == ([], [])
     assert not (tmp_path / "iptables-bin").exists()
 
@@ -186,3 +188,55 @@ def test_dockerd_env_with_empty_path_uses_the_standard_one() -> None:
     path = dockerd_env(_report("/run/x"), {})["PATH"]
     assert path.startswith("/run/x:")
     assert "/usr/sbin" in path
+
+
+SYS_RO = "40 27 0:21 / /sys ro,nosuid,nodev,noexec,relatime - sysfs sysfs ro"
+
+
+def test_remount_sys_rw_on_request(  # type: ignore[no-untyped-def]
+    tmp_path, cgroup_tree, mount_system, fake_runner, bin_dir
+) -> None:
+    """DOCKER_REMOUNT_SYS_RW (Docker-in-Kata): a read-only /sys is remounted read-write
+    first, keeping its nosuid/nodev/noexec flags, and mountinfo confirms it."""
+    mounts = mount_system([ROOT_PRIVATE, SYS_RO, CGROUP2])
+    report = prepare(
+        _options(tmp_path, bin_dir(), iptables=IptablesMode.OFF),
+        fs=cgroup_tree(), mounts=mounts, runner=fake_runner(),
+        env={"DOCKER_REMOUNT_SYS_RW": "1"},
+    )
+    assert report.step("sys_rw").outcome is Outcome.DONE
+    source, target, fstype, flags, _data = mounts.calls[0]
+    assert (source, target, fstype) == (None, "/sys", None)
+    assert flags == MS_REMOUNT | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RELATIME
+    assert " /sys rw," in mounts.read_mountinfo()
+
+
+def test_remount_sys_rw_leaves_a_writable_sys_alone(  # type: ignore[no-untyped-def]
+    tmp_path, cgroup_tree, mount_system, fake_runner, bin_dir
+) -> None:
+    """With /sys already read-write the step reports `already` and mounts nothing there."""
+    mounts = mount_system([ROOT_PRIVATE, SYS_RO.replace("ro,", "rw,", 1), CGROUP2])
+    report = prepare(
+        _options(tmp_path, bin_dir(), iptables=IptablesMode.OFF),
+        fs=cgroup_tree(), mounts=mounts, runner=fake_runner(),
+        env={"DOCKER_REMOUNT_SYS_RW": "1"},
+    )
+    assert report.step("sys_rw").outcome is Outcome.ALREADY
+    assert all(call[1] != "/sys" for call in mounts.calls)
+
+
+def test_remount_sys_rw_failure_is_a_warning_naming_errno(  # type: ignore[no-untyped-def]
+    tmp_path, cgroup_tree, mount_system, fake_runner, bin_dir
+) -> None:
+    """A refused remount is a warning with errno and remedy; the other steps still run."""
+    mounts = mount_system([ROOT_PRIVATE, SYS_RO, CGROUP2], fail={"/sys": errno.EPERM})
+    report = prepare(
+        _options(tmp_path, bin_dir(), iptables=IptablesMode.OFF),
+        fs=cgroup_tree(), mounts=mounts, runner=fake_runner(),
+        env={"DOCKER_REMOUNT_SYS_RW": "1"},
+    )
+    step = report.step("sys_rw")
+    assert step.outcome is Outcome.FAILED
+    assert "EPERM" in step.findings[0].message
+    assert "--privileged" in (step.findings[0].remedy or "")
+    assert report.step("cgroup").outcome is Outcome.DONE
