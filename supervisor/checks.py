@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 def check_data_root(config: Config, proc_root: str = "/proc") -> list[Finding]:
     """The data-root preflight of ``run``: filesystem, persistence, overlay2, space."""
-    from supervisor.dataroot import preflight
+    from supervisor.dataroot.preflight import preflight
 
     path = Path(config.dockerd.data_root)
     try:
@@ -95,11 +95,12 @@ def check_tls_files(
                 topic="tls",
                 severity=Severity.INFO,
                 message="TLS is off (DOCKER_TLS_CERTDIR is empty): dockerd listens on its"
-                " unix socket only",
+                " unix socket and, unless dockerd.plain_tcp is false, on tcp 2375 without"
+                " authentication",
             )
         ]
     from supervisor.tls import certs, usermanaged
-    from supervisor.tls.service import sans_from_config, spec_from_config
+    from supervisor.tls.settings import sans_from_config, spec_from_config
 
     now = now or dt.datetime.now(dt.UTC)
     certdir = Path(config.tls.certdir)

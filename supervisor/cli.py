@@ -169,19 +169,19 @@ def _print_error(exc: SupervisorError) -> None:
 
 def _run(cfg: config.Config, *, under_init: bool = False) -> int:
     from supervisor import init
+    from supervisor.policy.spec import policy_from_config
+
+    # Part of the configuration: refused here like any other bad value (exit 2).
+    policy = policy_from_config(cfg)
 
     def agent(under_init: bool = False) -> int:
-        from supervisor import logs
-
-        logs.configure(format=cfg.log.format, level=cfg.log.level)
+        # Logging is set up by the agent after dockerd's spawn: structlog is a heavy import.
         from supervisor.app import run_agent
 
-        return run_agent(cfg, under_init=under_init)
+        return run_agent(cfg, policy, under_init=under_init)
 
     if under_init:
         return agent(under_init=True)
-    if os.getpid() == 1:
-        return init.run(lambda: agent(under_init=True))
     if not init.is_subreaper():
         print(
             "dind-supervisor: warning: not PID 1 and not a subreaper: orphaned processes"

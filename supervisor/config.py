@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from supervisor.dockerd_flags import last_value, option_values, user_sets
 from supervisor.errors import ConfigError
 
 ENV_PREFIX = "DIND_SUPERVISOR_"
@@ -66,6 +67,11 @@ class DockerdConfig:
     )
     mtu: int = _opt(0, "MTU for dockerd's bridge; 0 detects the default route's interface")
     args: tuple[str, ...] = _opt((), "extra dockerd arguments (also: after `--`)")
+    socket_activation: bool = _opt(
+        True,
+        "hold dockerd's sockets in the agent and hand them over (-H fd://), so clients wait"
+        " instead of being refused while dockerd restarts",
+    )
     exact_args: bool = _opt(
         False,
         "run dockerd with exactly dockerd.args, adding no socket, TLS, path or live-restore"
@@ -83,6 +89,10 @@ class RestartConfig:
     )
     max_failures: int = _opt(5, "failed starts within the window before giving up (exit 1)")
     failure_window: float = _duration(120.0, "window in which failed starts are counted")
+    max_crashes: int = _opt(
+        10, "deaths of a dockerd that had become ready, within crash_window, before giving up"
+    )
+    crash_window: float = _duration(600.0, "window in which crashes of a ready dockerd count")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,6 +106,10 @@ class LivenessConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HttpConfig:
     listen: str = _opt("0.0.0.0:9324", "address of /metrics /healthz /readyz /status; empty: off")
+    socket: str = _opt(
+        "/run/dind-supervisor/agent.sock",
+        "the same endpoint on a unix socket (status/wait use it when they can); empty: off",
+    )
     tls: bool = _opt(
         False, "serve HTTPS and require a client certificate signed by the agent's CA"
     )
@@ -111,6 +125,11 @@ class LogConfig:
 class AgentConfig:
     state_dir: Path = _opt(Path("/run/dind-supervisor"), "runtime files (notify socket, state)")
     stop_file: str = _opt("", "stop gracefully when this file appears (sidecar jobs)")
+    restart_limit: int = _opt(
+        5, "as PID 1: deaths of the agent within restart_window before dockerd is stopped and"
+        " the container exits 1"
+    )
+    restart_window: float = _duration(600.0, "window in which the agent's deaths count")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,6 +145,12 @@ class TlsConfig:
     client_key_mode: str = _opt("0644", "mode of client/key.pem (shared with other containers)")
     expiry_warning: float = _duration(14 * 86400.0, "warn when a user-managed cert is this close")
     rotate: bool = _opt(True, "renew certificates before they expire (restarts dockerd)")
+    rotation_idle: float = _duration(
+        5.0, "a due renewal restarts dockerd once no client connection carried data this long"
+    )
+    rotation_max_wait: float = _duration(
+        6 * 3600.0, "longest wait for that quiet moment (and never past half the time left)"
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -155,7 +180,8 @@ def _raw(help_text: str) -> Any:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PolicyConfig:
-    """Raw values; ``supervisor.policy.parse_policy`` validates and merges them."""
+    """Raw values; ``supervisor.policy.spec.policy_from_config`` validates and merges them
+    (the agent does, before it touches anything; ``check`` does too)."""
 
     mode: Any = _raw("best-effort (apply what the kernel allows, explain the rest) or strict")
     init_oom_score_adj: Any = _raw("oom_score_adj of PID 1 (default -999) or 'inherit'")
@@ -200,8 +226,6 @@ class Config:
     @property
     def plain_tcp_served(self) -> bool:
         """dockerd serves tcp 2375 without TLS (docker:dind's default with TLS off)."""
-        from supervisor.dockerd.flags import user_sets
-
         d = self.dockerd
         return (
             d.plain_tcp
@@ -213,8 +237,6 @@ class Config:
     @property
     def live_restore_on(self) -> bool:
         """dockerd keeps containers running when it exits (ours or the user's flag)."""
-        from supervisor.dockerd.flags import last_value, user_sets
-
         d = self.dockerd
         if user_sets(d.args, "--live-restore"):
             return last_value(d.args, "--live-restore") not in ("false", "0")
@@ -452,6 +474,10 @@ def _validate(config: Config) -> None:
         )
     if config.restart.max_failures < 1:
         fail("restart", "max_failures", config.restart.max_failures, "must be 1 or more")
+    if config.restart.max_crashes < 1:
+        fail("restart", "max_crashes", config.restart.max_crashes, "must be 1 or more")
+    if config.agent.restart_limit < 0:
+        fail("agent", "restart_limit", config.agent.restart_limit, "must be 0 or more")
     if config.liveness.failures < 1:
         fail("liveness", "failures", config.liveness.failures, "must be 1 or more")
     if config.liveness.interval <= 0:
@@ -514,8 +540,6 @@ _DOCKERD_PATH_OPTIONS = {
 
 def dockerd_path_options(args: Sequence[str]) -> dict[str, str]:
     """data_root, exec_root and pidfile as dockerd will read them from ``args`` (last wins)."""
-    from supervisor.dockerd.flags import last_value
-
     found = {key: last_value(args, *names) for key, names in _DOCKERD_PATH_OPTIONS.items()}
     return {key: value for key, value in found.items() if value}
 
@@ -588,7 +612,6 @@ def load(
     notices = tuple(notice for layer in layers for notice in layer.notices)
     config = Config(**sections, sources=sources, notices=notices)
     _validate(config)
-    resolved_policy(config)
     return config
 
 
@@ -604,8 +627,6 @@ def exact_mode_socket(args: Sequence[str]) -> str:
     No --host at all: dockerd's own default. Only TCP (or fd://) hosts: the
     agent's private socket, which it then adds (the one flag it adds).
     """
-    from supervisor.dockerd.flags import option_values
-
     hosts = option_values(args, "--host", "-H")
     if not hosts:
         return _DOCKERD_DEFAULT_SOCKET
@@ -613,25 +634,12 @@ def exact_mode_socket(args: Sequence[str]) -> str:
     return unix[0] if unix else PRIVATE_SOCKET
 
 
-def resolved_policy(config: Config) -> Any:
-    """The resource policy (``supervisor.policy.Policy``): every key parsed with its own
-    source, then the rules between keys (e.g. the oom_score_adj order) checked once."""
-    from supervisor.policy.spec import resolve_policy
-
-    values = {
-        f.name: value
-        for f in dataclasses.fields(PolicyConfig)
-        if (value := getattr(config.policy, f.name)) is not None
-    }
-    sources = {key: config.sources.get(f"policy.{key}", "default") for key in values}
-    return resolve_policy(values, sources)
-
-
 _METAVARS = {
     ("dockerd", "host"): "unix://PATH",
     ("log", "format"): "auto|json|console",
     ("log", "level"): "debug|info|warning|error",
     ("agent", "stop_file"): "PATH",
+    ("http", "socket"): "PATH",
     ("tls", "certdir"): "PATH",
     ("tls", "san"): "'DNS:x IP:y'",
     ("tls", "listen"): "tcp://HOST:PORT",
@@ -659,7 +667,9 @@ def metavar(section: str, key: str) -> str:
     if meta.get("raw"):
         return "VALUE"
     if kind is int:
-        return "COUNT" if key in ("max_failures", "failures") else "INTEGER"
+        return "COUNT" if key in ("max_failures", "max_crashes", "failures", "restart_limit") else (
+            "INTEGER"
+        )
     if kind is float:
         return "FRACTION" if key.startswith(("gc_", "renew")) else "NUMBER"
     if kind is Path:

@@ -53,9 +53,10 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import anyio
 import structlog
 from anyio.abc import TaskStatus
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from supervisor.errors import SupervisorError
+from supervisor.metrics import CONTAINER_EVENTS, CONTAINER_OOM_KILLS, CONTAINERS, family
 
 if TYPE_CHECKING:  # aiohttp and aiodocker cost ~0.3 s to import: not before dockerd runs
     import aiodocker
@@ -412,11 +413,6 @@ class AiodockerContainerSource:
             raise self._error("events stream", exc) from exc
 
 
-HELP_CONTAINERS: Final = "Containers known to dockerd, by state (one list at ready, then events)."
-HELP_OOM_KILLS: Final = "Container OOM kills reported by dockerd (event action oom)."
-HELP_EVENTS: Final = "Container events reported by dockerd, by action (first word of the action)."
-
-
 class ContainerCollector:
     """A prometheus_client collector reading a `ContainerTable`; a scrape never calls Docker."""
 
@@ -424,21 +420,19 @@ class ContainerCollector:
         self._table = table
 
     def describe(self) -> Iterable[Metric]:
-        yield GaugeMetricFamily("dind_containers", HELP_CONTAINERS, labels=["state"])
-        yield CounterMetricFamily("dind_container_oom_kills", HELP_OOM_KILLS)
-        yield CounterMetricFamily("dind_container_events", HELP_EVENTS, labels=["action"])
+        yield family(CONTAINERS)
+        yield family(CONTAINER_OOM_KILLS)
+        yield family(CONTAINER_EVENTS)
 
     def collect(self) -> Iterable[Metric]:
         figures = self._table.snapshot()
-        containers = GaugeMetricFamily("dind_containers", HELP_CONTAINERS, labels=["state"])
+        containers = family(CONTAINERS)
         if figures.listed:
             for state, count in figures.by_state.items():
                 containers.add_metric([state], count)
         yield containers
-        yield CounterMetricFamily(
-            "dind_container_oom_kills", HELP_OOM_KILLS, value=figures.oom_kills
-        )
-        events = CounterMetricFamily("dind_container_events", HELP_EVENTS, labels=["action"])
+        yield family(CONTAINER_OOM_KILLS, figures.oom_kills)
+        events = family(CONTAINER_EVENTS)
         for action, count in sorted(figures.events_by_action.items()):
             events.add_metric([action], count)
         yield events

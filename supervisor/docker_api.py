@@ -157,3 +157,34 @@ async def tcp_listening(url: str) -> None:
     except (OSError, ValueError) as exc:
         raise DockerApiError(f"nothing listens on {url} yet: {exc}") from exc
     await stream.aclose()
+
+
+async def tls_ping(address: str, files: Any) -> None:
+    """GET /_ping over TLS with the client certificate: what a client's first call does.
+
+    ``files`` has ``server`` (its ca.pem verifies dockerd) and ``client`` (our
+    certificate). Raises DockerApiError unless dockerd answers OK.
+    """
+    import ssl
+
+    host, _, port = address.removeprefix("tcp://").rpartition(":")
+    host = host.strip("[]")
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    try:
+        context = ssl.create_default_context(cafile=str(files.server.ca))
+        context.check_hostname = False  # our own dockerd: the chain is what matters
+        context.load_cert_chain(str(files.client.cert), str(files.client.key))
+        async with await anyio.connect_tcp(host, int(port), ssl_context=context,
+                                           tls_standard_compatible=False) as stream:
+            await stream.send(_PING_REQUEST)
+            raw = b""
+            while len(raw) < _MAX_PING_RESPONSE:
+                try:
+                    raw += await stream.receive()
+                except anyio.EndOfStream:
+                    break
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise DockerApiError(f"no TLS answer on {address}: {exc}") from exc
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+        raise DockerApiError(f"TLS connection to {address} broke: {exc!r}") from exc
+    parse_ping_response(raw)

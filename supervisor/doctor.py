@@ -13,8 +13,10 @@ from collections.abc import Callable
 
 from supervisor import policy
 from supervisor.checks import check_data_root, check_preparation, check_tls_files
-from supervisor.config import Config, resolved_policy
+from supervisor.config import Config
 from supervisor.findings import Finding, Severity
+from supervisor.policy.plan import plan
+from supervisor.policy.spec import policy_from_config
 
 Check = Callable[[Config], list[Finding]]
 
@@ -48,8 +50,8 @@ def check_resource_policy(config: Config, proc_root: str = "/proc") -> list[Find
     best-effort (``run`` clamps and goes on).
     """
     findings = policy.inspect(proc_root)
-    wanted = resolved_policy(config)
-    planned = policy.plan(wanted, policy.read_facts(proc_root), check=False)
+    wanted = policy_from_config(config)
+    planned = plan(wanted, policy.read_facts(proc_root), check=False)
     strict = wanted.mode is policy.Mode.STRICT
     for deviation in planned.deviations:
         outcome = "run refuses to start (strict mode)" if strict else (

@@ -33,6 +33,13 @@ def main() -> int:
             return cli.main_invocation(invocation, under_init=True)
 
         return init.run(agent)
+    if os.getpid() == 1:
+        # `certs`, `check`, ... as PID 1: a short-lived command that ^C should stop.
+        import signal
+
+        from supervisor.init import HANDLED
+
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
     from supervisor import cli
 
     return cli.main_invocation(invocation)

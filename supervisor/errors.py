@@ -123,13 +123,23 @@ class PreparationError(SupervisorError):
 class DockerdGaveUp(SupervisorError):
     """dockerd kept failing to start or to stay up; the agent stops trying."""
 
-    def __init__(self, *, failures: int, window: float, last_error: str | None) -> None:
+    def __init__(
+        self,
+        *,
+        failures: int,
+        window: float,
+        last_error: str | None,
+        crashes: bool = False,
+        remedy: str | None = None,
+    ) -> None:
         self.failures = failures
         self.window = window
         self.last_error = last_error
+        self.crashes = crashes
+        what = "crashed after becoming ready" if crashes else "failed to start"
         detail = f": last error from dockerd: {last_error}" if last_error else ""
         super().__init__(
-            f"dockerd failed {failures} times within {window:g} s, giving up{detail}",
-            remedy="fix the cause above (dockerd flags after --, the data root, the"
+            f"dockerd {what} {failures} times within {window:g} s, giving up{detail}",
+            remedy=remedy or "fix the cause above (dockerd flags after --, the data root, the"
             " host's kernel features) and start again",
         )

@@ -1,15 +1,20 @@
 """The agent's HTTP endpoint (aiohttp.web): /metrics, /healthz, /readyz, /status.
 
 /healthz says the agent's loop is alive; /readyz says dockerd is ready (200)
-or not (503); /status is the JSON document described in the README; /metrics
-is the agent's own registry. No handler calls the Docker API: everything is
-read from memory, /proc or statvfs, so a scrape stays cheap whatever dockerd
-is doing.
+or not (503); /status is the JSON document of docs/status.md; /metrics is
+the agent's own registry. No handler calls the Docker API: a scrape reads
+memory, /proc and statvfs, in a worker thread so the loop never waits on
+them. Served on TCP (``http.listen``; bound by the launch so a busy port is
+a configuration error, accepting only from here on) and on a unix socket
+(``http.socket``), which ``status`` and ``wait`` use from the same host or
+from another mount of the state folder (the quick start's host shell).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import socket
 import ssl
 from collections.abc import Callable
@@ -23,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from supervisor.logs import get_logger
 from supervisor.metrics import Metrics
+from supervisor.tls.files import TlsFiles
 
 StatusFn = Callable[[], dict[str, Any]]
 ReadyFn = Callable[[], bool]
@@ -34,7 +40,7 @@ _MAX_FIELD = 8190
 
 def build_app(*, metrics: Metrics, is_ready: ReadyFn, status: StatusFn) -> web.Application:
     async def get_metrics(_request: web.Request) -> web.Response:
-        body = generate_latest(metrics.registry)
+        body = await anyio.to_thread.run_sync(generate_latest, metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def get_healthz(_request: web.Request) -> web.Response:
@@ -46,8 +52,9 @@ def build_app(*, metrics: Metrics, is_ready: ReadyFn, status: StatusFn) -> web.A
         return web.Response(status=503, text="dockerd is not ready\n")
 
     async def get_status(_request: web.Request) -> web.Response:
+        document = await anyio.to_thread.run_sync(status)
         return web.Response(
-            text=json.dumps(status(), indent=2, sort_keys=True, default=str) + "\n",
+            text=json.dumps(document, indent=2, sort_keys=True, default=str) + "\n",
             content_type="application/json",
         )
 
@@ -69,42 +76,59 @@ def client_auth_context(*, ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
 
 
 class HttpEndpoint:
-    """Serves ``build_app`` on ``host:port`` until cancelled."""
+    """Serves ``build_app`` until cancelled; restartable (the TCP socket is kept and reused)."""
 
     def __init__(
         self,
         app: web.Application,
-        host: str,
-        port: int,
         *,
-        ssl_context: ssl.SSLContext | None = None,
-        sock: socket.socket | None = None,
+        sock: socket.socket | None,
+        unix_path: Path | None = None,
+        server_files: TlsFiles | None = None,
     ) -> None:
         self._app = app
-        self.host = host
-        self.port = port
-        self.ssl_context = ssl_context
-        self.sock = sock  # bound beforehand (a bad address fails early), else bind here
+        self.sock = sock
+        self.unix_path = unix_path
+        self._server_files = server_files
+        self._context: ssl.SSLContext | None = None
         self._log = get_logger(component="http")
 
+    def reload_certificates(self) -> None:
+        """dockerd is (re)started after every renewal of server/: new connections get it too."""
+        if self._context is None or self._server_files is None:
+            return
+        files = self._server_files
+        try:
+            self._context.load_cert_chain(str(files.cert), str(files.key))
+        except (OSError, ssl.SSLError) as exc:
+            self._log.warning("http_certificate_reload_failed", error=str(exc))
+
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        if self._server_files is not None:
+            files = self._server_files
+            self._context = await anyio.to_thread.run_sync(
+                lambda: client_auth_context(ca=files.ca, cert=files.cert, key=files.key)
+            )
         # Idle connections are closed after 15 s, so they cannot pile up.
         runner = web.AppRunner(
             self._app, access_log=None, handle_signals=False, keepalive_timeout=15
         )
         await runner.setup()
         try:
-            site: web.BaseSite
             if self.sock is not None:
-                site = web.SockSite(runner, self.sock, ssl_context=self.ssl_context)
-            else:
-                site = web.TCPSite(
-                    runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl_context
-                )
-            await site.start()
-            self._log.info(
-                "http_listening", host=self.host, port=self.port, tls=self.ssl_context is not None
-            )
+                # A copy: the site closes what it is given, and a restart needs the socket.
+                site = web.SockSite(runner, self.sock.dup(), ssl_context=self._context)
+                await site.start()
+                host, port = self.sock.getsockname()[:2]
+                self._log.info("http_listening", host=host, port=port,
+                               tls=self._context is not None)
+            if self.unix_path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    self.unix_path.unlink()
+                self.unix_path.parent.mkdir(parents=True, exist_ok=True)
+                await web.UnixSite(runner, str(self.unix_path)).start()
+                os.chmod(self.unix_path, 0o600)
+                self._log.info("http_listening", socket=str(self.unix_path))
             task_status.started()
             await anyio.sleep_forever()
         finally:

@@ -1,12 +1,28 @@
-"""PID 1: forward signals to the agent, reap every orphan, exit with the agent's code.
+"""PID 1: hold every signal, reap every orphan, keep what must outlive an agent, restart it.
 
-Deliberately tiny, synchronous, and free of third-party imports: it blocks
-the signals it handles, forks the agent, and loops on sigtimedwait. The agent
-(a child) never calls waitpid(-1), so asyncio keeps its children's exit
-statuses; this process reaps everything else (containerd-shims that outlive a
-dockerd restart, double-forked helpers).
+Deliberately small, synchronous, and free of third-party imports. Its
+signals are blocked from the package's first statement (``supervisor/__init__``)
+and taken with sigtimedwait, so none is lost: one that arrives before the
+agent handles signals waits, blocked in the agent (a forked child inherits
+the mask; the agent unblocks once its receiver is installed).
 
-Exit status: the agent's exit code, or 128+N when the agent died of signal N.
+The agent is a child. It never calls waitpid(-1), so asyncio keeps its
+children's exit statuses; PID 1 reaps everything else (containerd-shims that
+outlive a dockerd restart, double-forked helpers).
+
+When the agent dies (a signal such as an OOM kill, or an uncaught exception:
+exit code ``EXIT_CRASHED``), PID 1 logs one line and forks a new agent, which
+takes over the running dockerd from the descriptors PID 1 kept for it
+(``fdstore``): dockerd's parentage passes to PID 1 with the agent's death,
+and with it dockerd's exit status, which PID 1 reports back (``EXITED``).
+More deaths than ``restart_limit`` within ``restart_window`` end that: a last
+agent is started only to stop dockerd gracefully, and PID 1 exits 1. If even
+that agent dies, PID 1 sends dockerd its one TERM itself, waits
+``stop_timeout``, then KILLs it: the namespace never ends by SIGKILL while a
+graceful stop is possible.
+
+Exit status: the agent's exit code, 128+N when it died of signal N and was
+not restarted, and 1 when PID 1 gave up on restarting it.
 """
 
 from __future__ import annotations
@@ -14,8 +30,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import sys
+import time
 from collections.abc import Callable
+from typing import NoReturn
+
+from supervisor import fdstore
 
 FORWARDED = (
     signal.SIGTERM,
@@ -25,10 +46,19 @@ FORWARDED = (
     signal.SIGUSR1,
     signal.SIGUSR2,
 )
-_HANDLED = (*FORWARDED, signal.SIGCHLD)
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
+HANDLED = (*FORWARDED, signal.SIGCHLD)
 # Wake up now and then even without signals, so a lost SIGCHLD (coalesced
-# while we were busy) can never leave a zombie for long.
+# while we were busy) can never leave a zombie for long, and deposits are read.
 _POLL_SECONDS = 1.0
+EXIT_CRASHED = 70  # EX_SOFTWARE: the agent's last-resort handler caught an exception
+EXIT_GAVE_UP = 1
+ROLE_RUN = "run"
+ROLE_STOP = "stop"  # adopt dockerd and stop it gracefully, nothing else
+# Until the agent says otherwise (SET over the channel).
+DEFAULT_RESTART_LIMIT = 5
+DEFAULT_RESTART_WINDOW = 600.0
+DEFAULT_STOP_TIMEOUT = 20.0
 
 
 def exit_status(wait_status: int) -> int:
@@ -38,30 +68,79 @@ def exit_status(wait_status: int) -> int:
     return os.waitstatus_to_exitcode(wait_status)
 
 
-def reap(agent_pid: int) -> int | None:
-    """Reap every exited child; return the agent's wait status if it was among them."""
-    agent_status: int | None = None
+def reap() -> list[tuple[int, int]]:
+    """Reap every exited child: (pid, wait status) of each."""
+    reaped: list[tuple[int, int]] = []
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return agent_status
+            return reaped
         if pid == 0:
-            return agent_status
-        if pid == agent_pid:
-            agent_status = status
+            return reaped
+        reaped.append((pid, status))
+
+
+def _log(event: str, level: str = "error", **fields: object) -> None:
+    """One JSON line on stderr, shaped like the agent's (PID 1 has no logging library)."""
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+    parts = [f'"event": "{event}"', f'"level": "{level}"', '"component": "init"',
+             f'"timestamp": "{stamp}"']
+    for key, value in fields.items():
+        text = f'"{value}"' if isinstance(value, str) else ("null" if value is None else value)
+        parts.append(f'"{key}": {text}')
+    print("{" + ", ".join(parts) + "}", file=sys.stderr, flush=True)
 
 
 def run(agent: Callable[[], int]) -> int:
     """Fork ``agent`` as a child, supervise it as PID 1, return the exit status."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
-    pid = os.fork()
-    if pid == 0:  # the agent
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+    return Init(agent).loop()
+
+
+class Init:
+    def __init__(self, agent: Callable[[], int], *, clock: Callable[[], float] = time.monotonic):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setblocking(False)
+        self.store = fdstore.Store(ours)
+        self._agent_end = theirs
+        self._agent = agent
+        self._clock = clock
+        self.agent_pid: int | None = None
+        self.role = ROLE_RUN
+        self.stop_requested = False
+        self.pending: list[int] = []  # signals that came while no agent lived
+        self.deaths: list[float] = []
+        self.restarts = 0
+        self.gave_up = False
+
+    # The agent --------------------------------------------------------------
+
+    def start_agent(self, role: str) -> None:
+        self.store.drain()  # the dead agent's last deposits belong to the next one
+        pid = os.fork()
+        if pid == 0:
+            self._become_agent(role)
+        self.agent_pid, self.role = pid, role
+        for signum in self.pending:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)  # blocked in the child until it handles them
+        self.pending.clear()
+
+    def _become_agent(self, role: str) -> NoReturn:
+        code = EXIT_CRASHED
         try:
             # Its own process group, so a terminal's ^C reaches it once (through us).
             os.setpgid(0, 0)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
-            code = agent()
+            self.store.sock.close()
+            control = fdstore.hand_over(
+                self.store.fds, os.environ, keep=self._agent_end.detach()
+            )
+            os.environ[fdstore.CONTROL_FD_ENV] = str(control)
+            os.environ[fdstore.ROLE_ENV] = role
+            os.environ[fdstore.RESTARTS_ENV] = str(self.restarts)
+            code = self._agent()
         except SystemExit as exc:
             if exc.code is None:
                 code = 0
@@ -70,33 +149,138 @@ def run(agent: Callable[[], int]) -> int:
             else:
                 print(exc.code, file=sys.stderr)
                 code = 1
-        except BaseException:  # last resort in a forked child
+        except BaseException:  # last resort in a forked child: never return into PID 1's loop
             import traceback
 
             print("dind-supervisor: agent crashed:", file=sys.stderr)
             traceback.print_exc()
-            code = 1
+            code = EXIT_CRASHED
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(code)
-    return supervise(pid)
 
+    # The loop ---------------------------------------------------------------
 
-def supervise(agent_pid: int) -> int:
-    """The PID 1 loop; returns once the agent has exited."""
-    while True:
-        info = signal.sigtimedwait(_HANDLED, _POLL_SECONDS)
-        if info is not None and info.si_signo != signal.SIGCHLD:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(agent_pid, info.si_signo)
-            continue
-        status = reap(agent_pid)
-        if status is not None:
-            # The kernel kills the rest of the namespace when PID 1 exits;
-            # reap what is already dead so nothing is left as a zombie meanwhile.
-            reap(agent_pid)
-            return exit_status(status)
+    def loop(self) -> int:
+        """Runs until the agent has exited for good; returns PID 1's exit status."""
+        self.start_agent(ROLE_RUN)
+        while True:
+            info = signal.sigtimedwait(HANDLED, _POLL_SECONDS)
+            self.store.drain()
+            if info is not None and info.si_signo != signal.SIGCHLD:
+                self._on_signal(info.si_signo)
+            for pid, status in reap():
+                outcome = self._on_reaped(pid, status)
+                if outcome is not None:
+                    # The kernel kills the rest of the namespace when PID 1 exits;
+                    # reap what is already dead so nothing is left as a zombie meanwhile.
+                    reap()
+                    return outcome
+
+    def _on_signal(self, signum: int) -> None:
+        if signum in STOP_SIGNALS:
+            self.stop_requested = True
+        if self.agent_pid is None:
+            self.pending.append(signum)
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.agent_pid, signum)
+
+    def _dockerd_pid(self) -> int | None:
+        raw = self.store.values.get("dockerd_pid", "")
+        return int(raw) if raw.isdigit() else None
+
+    def _on_reaped(self, pid: int, status: int) -> int | None:
+        if pid == self._dockerd_pid():
+            # dockerd outlived an agent and is ours to reap: its agent needs the status.
+            self.store.tell_exit(pid, status)
+            self.store.values.pop("dockerd_pid", None)
+            return None
+        if pid != self.agent_pid:
+            return None
+        self.agent_pid = None
+        code = exit_status(status)
+        died = os.WIFSIGNALED(status) or code == EXIT_CRASHED
+        self.store.drain()
+        if not died:
+            if self._dockerd_alive():
+                # The agent left without stopping dockerd (e.g. it refused a configuration
+                # that changed while dockerd ran): stop it here rather than by SIGKILL.
+                self.stop_dockerd()
+            return EXIT_GAVE_UP if self.gave_up else code
+        self._log_death(pid, status)
+        if self.role == ROLE_STOP:
+            self.stop_dockerd()
+            return EXIT_GAVE_UP if self.gave_up else code
+        now = self._clock()
+        window = self.store.number("restart_window", DEFAULT_RESTART_WINDOW)
+        self.deaths = [t for t in self.deaths if now - t < window] + [now]
+        limit = int(self.store.number("restart_limit", DEFAULT_RESTART_LIMIT))
+        if len(self.deaths) > limit:
+            self.gave_up = True
+            _log("agent_restarts_exhausted", deaths=len(self.deaths), window_seconds=window,
+                 remedy="look at the agent's last lines above; dockerd is stopped gracefully")
+            self.start_agent(ROLE_STOP)
+            return None
+        self.restarts += 1
+        stopping = self.stop_requested or self.store.values.get("stopping") == "1"
+        self.start_agent(ROLE_STOP if stopping else ROLE_RUN)
+        return None
+
+    def _log_death(self, pid: int, status: int) -> None:
+        if os.WIFSIGNALED(status):
+            signum = os.WTERMSIG(status)
+            with contextlib.suppress(ValueError):
+                name = signal.Signals(signum).name
+                _log("agent_died", pid=pid, signal=name, exit_code=128 + signum)
+                return
+            _log("agent_died", pid=pid, signal=signum, exit_code=128 + signum)
+        else:
+            _log("agent_died", pid=pid, exit_code=os.waitstatus_to_exitcode(status),
+                 reason="uncaught exception (see the traceback above)")
+
+    # The last resort ----------------------------------------------------------
+
+    def _dockerd_alive(self) -> bool:
+        pid = self._dockerd_pid()
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def stop_dockerd(self) -> None:
+        """dockerd's one TERM from PID 1, then KILL after ``stop_timeout`` (no agent left)."""
+        pid = self._dockerd_pid()
+        if pid is None or not self._dockerd_alive():
+            return
+        timeout = self.store.number("stop_timeout", DEFAULT_STOP_TIMEOUT)
+        _log("dockerd_stopped_by_init", level="warning", pid=pid, stop_timeout_seconds=timeout)
+        self._signal_dockerd(signal.SIGTERM)
+        self._signal_dockerd(signal.SIGCONT)  # a stopped dockerd would sit on the TERM
+        deadline = self._clock() + timeout
+        while self._clock() < deadline:
+            signal.sigtimedwait(HANDLED, min(_POLL_SECONDS, max(0.0, deadline - self._clock())))
+            if any(reaped == pid for reaped, _status in reap()):
+                return
+        self._signal_dockerd(signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+    def _signal_dockerd(self, signum: int) -> None:
+        pidfd = self.store.first("dockerd")
+        with contextlib.suppress(ProcessLookupError, OSError):
+            if pidfd is not None:
+                signal.pidfd_send_signal(pidfd, signum)
+            else:
+                pid = self._dockerd_pid()
+                if pid is not None:
+                    os.kill(pid, signum)
 
 
 def is_subreaper() -> bool:

@@ -4,18 +4,17 @@ The agent logs snake_case past-tense events with key/value context, as JSON
 when stderr is not a terminal and readable on a terminal. dockerd's lines
 (logrus ``time= level= msg=`` or plain text) are re-emitted through the same
 logger with ``source=dockerd`` and their level mapped, in the order dockerd
-wrote them. This module does not read the pipe; ``dockerd/process.py`` does.
+wrote them. This module does not read the pipe; ``dockerd/process.py`` does. structlog is
+imported on first use: the launch parses dockerd's argv and lines' shapes
+before anything logs.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any, TextIO
-
-import structlog
 
 _LOGRUS_FIELD = re.compile(r'([A-Za-z_][\w.\-]*)=("(?:[^"\\]|\\.)*"|\S*)')
 _LEVELS = {
@@ -82,14 +81,27 @@ def emit_dockerd_line(logger: Any, parsed: DockerdLine) -> None:
     getattr(logger, parsed.level)(parsed.message, source="dockerd", **context)
 
 
+def _keep_given_timestamp(stamper: Any) -> Any:
+    """Events logged later than they happened (the launch's) bring their own timestamp."""
+
+    def process(logger: Any, name: str, event: dict[str, Any]) -> dict[str, Any]:
+        return event if "timestamp" in event else stamper(logger, name, event)
+
+    return process
+
+
 def configure(*, format: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
-    """Set structlog up once for the process."""
+    """Set structlog up once for the process (imported here: the launch runs without it)."""
+    import logging
+
+    import structlog
+
     out = stream or sys.stderr
     use_json = format == "json" or (format == "auto" and not out.isatty())
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _keep_given_timestamp(structlog.processors.TimeStamper(fmt="iso", utc=True)),
     ]
     if use_json:
         processors += [
@@ -111,4 +123,6 @@ def configure(*, format: str = "auto", level: str = "info", stream: TextIO | Non
 
 
 def get_logger(**context: Any) -> Any:
+    import structlog
+
     return structlog.get_logger(**context)

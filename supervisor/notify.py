@@ -18,9 +18,10 @@ import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import anyio
-from anyio.abc import UNIXDatagramSocket
+if TYPE_CHECKING:  # the launch stage binds before anyio is imported
+    import anyio
 
 _MAX_DATAGRAM = 4096
 
@@ -35,43 +36,83 @@ def parse_message(data: bytes) -> dict[str, str]:
     return fields
 
 
-class NotifyListener:
-    """A bound AF_UNIX datagram socket; ``ready`` is set when READY=1 arrives."""
+def bind_datagram(path: Path) -> socket.socket:
+    """The AF_UNIX datagram socket dockerd will write to, bound now (no event loop needed)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.bind(str(path))
+        os.chmod(path, 0o600)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
 
-    def __init__(self, path: Path) -> None:
+
+class NotifyListener:
+    """A bound AF_UNIX datagram socket; ``ready`` is set when READY=1 arrives.
+
+    Bound at construction (synchronously, so it can exist before the event
+    loop) or given an already bound socket (one a previous agent left).
+    """
+
+    def __init__(self, path: Path, sock: socket.socket | None = None) -> None:
         self.path = path
-        self.ready = anyio.Event()
-        self.stopping = anyio.Event()
+        self.sock = sock
         self.status = ""
-        self._socket: UNIXDatagramSocket | None = None
+        self._ready: anyio.Event | None = None
+        self._stopping: anyio.Event | None = None
+
+    @property
+    def ready(self) -> anyio.Event:
+        if self._ready is None:
+            import anyio
+
+            self._ready = anyio.Event()
+        return self._ready
+
+    @property
+    def stopping(self) -> anyio.Event:
+        if self._stopping is None:
+            import anyio
+
+            self._stopping = anyio.Event()
+        return self._stopping
 
     async def __aenter__(self) -> NotifyListener:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        self._socket = await anyio.create_unix_datagram_socket(
-            local_path=self.path, local_mode=0o600
-        )
+        if self.sock is None:
+            self.sock = bind_datagram(self.path)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._socket is not None:
-            await self._socket.aclose()
+        self.close()
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
     async def serve(self) -> None:
         """Receive messages until cancelled."""
-        if self._socket is None:
+        import anyio.abc
+
+        if self.sock is None:
             raise RuntimeError("use `async with NotifyListener(...)` before serve()")
-        async for data, _sender in self._socket:
-            fields = parse_message(data[:_MAX_DATAGRAM])
-            if fields.get("READY") == "1":
-                self.ready.set()
-            if fields.get("STOPPING") == "1":
-                self.stopping.set()
-            if "STATUS" in fields:
-                self.status = fields["STATUS"]
+        receiver = await anyio.abc.UNIXDatagramSocket.from_socket(self.sock.dup())
+        async with receiver:
+            async for data, _sender in receiver:
+                fields = parse_message(data[:_MAX_DATAGRAM])
+                if fields.get("READY") == "1":
+                    self.ready.set()
+                if fields.get("STOPPING") == "1":
+                    self.stopping.set()
+                if "STATUS" in fields:
+                    self.status = fields["STATUS"]
 
 
 class SystemdNotifier:

@@ -24,6 +24,8 @@ from typing import Final
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from supervisor.metrics import family, process_families
+
 PidProvider = Callable[[], int | None]
 
 _READ_CHUNK: Final = 8192
@@ -170,16 +172,6 @@ def pid_from_file(path: str) -> PidProvider:
     return provider
 
 
-_HELP: Final = {
-    "resident_memory_bytes": "Resident memory of the {process} process, in bytes.",
-    "virtual_memory_bytes": "Virtual memory of the {process} process, in bytes.",
-    "cpu_seconds": "User and system CPU time of the {process} process, in seconds.",
-    "open_fds": "File descriptors the {process} process has open.",
-    "max_fds": "The {process} process's soft limit on open file descriptors (RLIMIT_NOFILE).",
-    "start_time_seconds": "Start time of the current {process} process, in Unix seconds.",
-}
-
-
 class ProcessFigures:
     """A prometheus_client collector for one supervised process, followed across restarts.
 
@@ -198,7 +190,7 @@ class ProcessFigures:
     ) -> None:
         self._pid = pid
         self._process = process
-        self._prefix = f"dind_{process}_process_"
+        self._declared = process_families(process)
         self._expect_comm = expect_comm
         self._reader = reader or ProcReader.for_root()
 
@@ -211,33 +203,16 @@ class ProcessFigures:
             return None
         return sample
 
-    def _families(self) -> tuple[GaugeMetricFamily, ...]:
-        def gauge(name: str) -> GaugeMetricFamily:
-            return GaugeMetricFamily(
-                self._prefix + name, _HELP[name].format(process=self._process)
-            )
-
-        return (
-            gauge("resident_memory_bytes"),
-            gauge("virtual_memory_bytes"),
-            gauge("open_fds"),
-            gauge("max_fds"),
-            gauge("start_time_seconds"),
-        )
-
-    def _cpu_family(self) -> CounterMetricFamily:
-        return CounterMetricFamily(
-            self._prefix + "cpu_seconds", _HELP["cpu_seconds"].format(process=self._process)
-        )
+    def _families(self) -> tuple[GaugeMetricFamily | CounterMetricFamily, ...]:
+        """rss, vms, cpu, open fds, max fds, start time: the order of process_families."""
+        return tuple(family(spec) for spec in self._declared)
 
     def describe(self) -> Iterable[Metric]:
         yield from self._families()
-        yield self._cpu_family()
 
     def collect(self) -> Iterable[Metric]:
         sample = self.sample()
-        rss, vms, open_fds, max_fds, start = self._families()
-        cpu = self._cpu_family()
+        rss, vms, cpu, open_fds, max_fds, start = self._families()
         if sample is not None:
             rss.add_metric([], sample.resident_memory_bytes)
             vms.add_metric([], sample.virtual_memory_bytes)

@@ -14,49 +14,107 @@ Call order at agent start: ``acquire`` -> ``begin_run`` ->
 
 from __future__ import annotations
 
-from supervisor.dataroot.disk import (
-    DEFAULT_GC_HIGH,
-    DEFAULT_GC_LOW,
-    DiskFigures,
-    GcResult,
-    GcStep,
-    GcStepResult,
-    PruneApi,
-    check_thresholds,
-    disk_figures,
-    figures_from_statvfs,
-    gc_decision,
-    run_gc,
-)
-from supervisor.dataroot.mounts import MountEntry, mount_for, parse_mountinfo, read_mountinfo
-from supervisor.dataroot.ownership import (
-    LOCK_NAME,
-    MARKER_NAME,
-    DataRootLock,
-    Holder,
-    UncleanStop,
-    acquire,
-    begin_run,
-    end_run_cleanly,
-    find_foreign_daemon,
-)
-from supervisor.dataroot.pidfiles import (
-    CONTAINERD_PID_FILE,
-    DEFAULT_PID_FILES,
-    DOCKERD_PID_FILE,
-    PidFileAction,
-    PidFileOutcome,
-    PidFileState,
-    clean_stale_pid_files,
-)
-from supervisor.dataroot.preflight import (
-    DataRootReport,
-    FsProbe,
-    RealFsProbe,
-    assess,
-    driver_findings,
-    preflight,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from supervisor.dataroot.disk import (
+        DEFAULT_GC_HIGH,
+        DEFAULT_GC_LOW,
+        DiskFigures,
+        GcResult,
+        GcStep,
+        GcStepResult,
+        PruneApi,
+        check_thresholds,
+        disk_figures,
+        figures_from_statvfs,
+        gc_decision,
+        run_gc,
+    )
+    from supervisor.dataroot.mounts import MountEntry, mount_for, parse_mountinfo, read_mountinfo
+    from supervisor.dataroot.ownership import (
+        LOCK_NAME,
+        MARKER_NAME,
+        DataRootLock,
+        Holder,
+        UncleanStop,
+        acquire,
+        adopt_lock,
+        begin_run,
+        end_run_cleanly,
+        find_foreign_daemon,
+        read_marker,
+    )
+    from supervisor.dataroot.pidfiles import (
+        CONTAINERD_PID_FILE,
+        DEFAULT_PID_FILES,
+        DOCKERD_PID_FILE,
+        PidFileAction,
+        PidFileOutcome,
+        PidFileState,
+        clean_stale_pid_files,
+    )
+    from supervisor.dataroot.preflight import (
+        DataRootReport,
+        FsProbe,
+        RealFsProbe,
+        assess,
+        driver_findings,
+    )
+
+# Names re-exported from the submodules, imported on first use (PEP 562): the
+# launch stage imports one submodule and must not pay for all of them.
+_WHERE = {
+    "CONTAINERD_PID_FILE": "supervisor.dataroot.pidfiles",
+    "DEFAULT_GC_HIGH": "supervisor.dataroot.disk",
+    "DEFAULT_GC_LOW": "supervisor.dataroot.disk",
+    "DEFAULT_PID_FILES": "supervisor.dataroot.pidfiles",
+    "DOCKERD_PID_FILE": "supervisor.dataroot.pidfiles",
+    "DataRootLock": "supervisor.dataroot.ownership",
+    "DataRootReport": "supervisor.dataroot.preflight",
+    "DiskFigures": "supervisor.dataroot.disk",
+    "FsProbe": "supervisor.dataroot.preflight",
+    "GcResult": "supervisor.dataroot.disk",
+    "GcStep": "supervisor.dataroot.disk",
+    "GcStepResult": "supervisor.dataroot.disk",
+    "Holder": "supervisor.dataroot.ownership",
+    "LOCK_NAME": "supervisor.dataroot.ownership",
+    "MARKER_NAME": "supervisor.dataroot.ownership",
+    "MountEntry": "supervisor.dataroot.mounts",
+    "PidFileAction": "supervisor.dataroot.pidfiles",
+    "PidFileOutcome": "supervisor.dataroot.pidfiles",
+    "PidFileState": "supervisor.dataroot.pidfiles",
+    "PruneApi": "supervisor.dataroot.disk",
+    "RealFsProbe": "supervisor.dataroot.preflight",
+    "UncleanStop": "supervisor.dataroot.ownership",
+    "acquire": "supervisor.dataroot.ownership",
+    "adopt_lock": "supervisor.dataroot.ownership",
+    "assess": "supervisor.dataroot.preflight",
+    "begin_run": "supervisor.dataroot.ownership",
+    "check_thresholds": "supervisor.dataroot.disk",
+    "clean_stale_pid_files": "supervisor.dataroot.pidfiles",
+    "disk_figures": "supervisor.dataroot.disk",
+    "driver_findings": "supervisor.dataroot.preflight",
+    "end_run_cleanly": "supervisor.dataroot.ownership",
+    "figures_from_statvfs": "supervisor.dataroot.disk",
+    "find_foreign_daemon": "supervisor.dataroot.ownership",
+    "gc_decision": "supervisor.dataroot.disk",
+    "mount_for": "supervisor.dataroot.mounts",
+    "parse_mountinfo": "supervisor.dataroot.mounts",
+    "read_marker": "supervisor.dataroot.ownership",
+    "read_mountinfo": "supervisor.dataroot.mounts",
+    "run_gc": "supervisor.dataroot.disk",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CONTAINERD_PID_FILE",
@@ -82,6 +140,7 @@ __all__ = [
     "RealFsProbe",
     "UncleanStop",
     "acquire",
+    "adopt_lock",
     "assess",
     "begin_run",
     "check_thresholds",
@@ -94,7 +153,7 @@ __all__ = [
     "gc_decision",
     "mount_for",
     "parse_mountinfo",
-    "preflight",
+    "read_marker",
     "read_mountinfo",
     "run_gc",
 ]

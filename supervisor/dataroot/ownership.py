@@ -24,6 +24,7 @@ the probe of its own bolt database locks (see ``find_foreign_daemon``).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -176,8 +177,7 @@ def acquire(
     try:
         foreign = find_foreign_daemon(data_root, proc_root) if check_daemon_locks else None
         if foreign is None:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, holder.encode(), 0)
+            _record_holder(fd, holder, data_root)
     except BaseException:
         lock.release()
         raise
@@ -190,6 +190,40 @@ def acquire(
             since=foreign.since,
         )
     return lock
+
+
+def _record_holder(fd: int, holder: Holder, data_root: Path) -> None:
+    """Write the holder over the old record, then cut the rest: never an empty file.
+
+    Truncating first would leave the file empty when the write fails (a full
+    disk), and the next holder could not be named.
+    """
+    data = holder.encode()
+    try:
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
+    except OSError as exc:
+        raise DataRootError(
+            f"cannot write the lock record in {data_root}: {exc.strerror}",
+            path=str(data_root),
+            remedy="free space on the data root's filesystem (df -h, docker system prune)"
+            if exc.errno == errno.ENOSPC
+            else "the data root must be writable by the agent",
+        ) from None
+
+
+def adopt_lock(data_root: Path, fd: int, *, pid: int) -> DataRootLock:
+    """The lock a previous agent held, handed over with its descriptor (fdstore).
+
+    The flock belongs to the open file description, which never stopped being
+    held (PID 1 kept a copy); only the holder record changes to this agent.
+    """
+    lock_path = data_root / LOCK_NAME
+    old = Holder.decode(_read_all(fd))
+    holder = Holder(pid=pid, host=old.host, since=old.since)
+    with contextlib.suppress(DataRootError):
+        _record_holder(fd, holder, data_root)
+    return DataRootLock(path=lock_path, fd=fd, holder=holder)
 
 
 def _open_lock_file(lock_path: Path) -> int:
@@ -286,6 +320,21 @@ class UncleanStop:
             "previous_host": self.previous.host,
             "previous_since": self.previous.since,
         }
+
+
+def read_marker(data_root: Path) -> Holder | None:
+    """The previous run's record when it never ended (None: it stopped cleanly, or none ran)."""
+    try:
+        previous = (data_root / MARKER_NAME).read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise DataRootError(
+            f"cannot read {data_root / MARKER_NAME}: {exc.strerror}",
+            path=str(data_root),
+            remedy="the data root must be readable and writable by the agent",
+        ) from exc
+    return Holder.decode(previous)
 
 
 def begin_run(

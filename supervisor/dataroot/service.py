@@ -15,34 +15,44 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from supervisor.config import Config
 from supervisor.dataroot import (
+    MARKER_NAME,
     DataRootLock,
     DataRootReport,
     GcResult,
+    Holder,
     PidFileAction,
     PruneApi,
-    acquire,
+    UncleanStop,
     begin_run,
     clean_stale_pid_files,
     disk_figures,
     driver_findings,
     end_run_cleanly,
-    preflight,
     run_gc,
 )
+from supervisor.dataroot.preflight import preflight
 from supervisor.findings import Finding, Severity
 from supervisor.logs import get_logger
-from supervisor.metrics import Metrics
+from supervisor.metrics import (
+    DATA_ROOT_FREE,
+    DATA_ROOT_FREE_INODES,
+    DATA_ROOT_INFO,
+    DATA_ROOT_INODES,
+    DATA_ROOT_SIZE,
+    Metrics,
+    family,
+)
 
 
 def log_findings(log: Any, event: str, findings: tuple[Finding, ...] | list[Finding]) -> None:
@@ -55,49 +65,69 @@ def log_findings(log: Any, event: str, findings: tuple[Finding, ...] | list[Find
 
 
 class DataRootService:
-    def __init__(self, config: Config, metrics: Metrics, *, proc_root: Path = Path("/proc")):
+    """The data root while the agent runs; the launch took its lock (``launch.py``)."""
+
+    def __init__(
+        self,
+        config: Config,
+        metrics: Metrics,
+        *,
+        lock: DataRootLock | None,
+        previous_run: Holder | None,
+        clean: Callable[[], bool],
+        takeover: bool = False,
+        proc_root: Path = Path("/proc"),
+    ):
         self.path = Path(config.dockerd.data_root)
         self._config = config
         self._metrics = metrics
         self._proc = proc_root
         self._log = get_logger(component="dataroot")
-        self.lock: DataRootLock | None = None
+        self.lock = lock
+        self._previous = previous_run
+        self._clean = clean  # asked at the end: did the agent stop cleanly?
+        self._takeover = takeover
         self.report: DataRootReport | None = None
         self.storage_driver: str | None = None
         self.unclean_previous_stop: dict[str, object] | None = None
         self.gc_runs = 0
         self.gc_reclaimed = 0
-        self._run_begun = False
+        self._run_begun = takeover  # an agent that took over continues its predecessor's run
         metrics.register(DataRootCollector(self))
 
-    async def start(self) -> None:
-        """Lock, record the run, inspect; raises DataRootLockedError/DataRootError (exit 2)."""
-        now = dt.datetime.now(dt.UTC)
-        if self._config.dataroot.lock:
-            self.lock = acquire(
-                self.path,
-                host=socket.gethostname(),
-                now=now,
-                pid=os.getpid(),
-                proc_root=self._proc,
-                check_daemon_locks=self._config.dataroot.check_daemon_locks,
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Record the run, inspect where the data root lives; at the end mark a clean stop
+        (when ``clean()`` says it was one) and unlock."""
+        try:
+            if not self._takeover:
+                await anyio.to_thread.run_sync(self._begin_run)
+            report = await anyio.to_thread.run_sync(preflight, self.path, self._proc)
+            self.report = report
+            self._log.info(
+                "data_root_inspected",
+                path=report.path,
+                fstype=report.fstype,
+                mount_point=report.mount_point,
+                persistent=report.persistent,
+                overlay2_supported=report.overlay2_supported,
             )
-        unclean = begin_run(self.path, now, pid=os.getpid(), host=socket.gethostname())
-        self._run_begun = True
-        if unclean is not None:
+            log_findings(self._log, "data_root_finding", report.findings)
+            task_status.started()
+            await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self.stop, self._clean())
+
+    def _begin_run(self) -> None:
+        now = dt.datetime.now(dt.UTC)
+        if self._previous is not None:
+            unclean = UncleanStop(marker=self.path / MARKER_NAME, previous=self._previous,
+                                  detected_at=now)
             self.unclean_previous_stop = unclean.as_log()
             self._metrics.unclean_shutdowns.inc()
             self._log.warning("unclean_shutdown_detected", **unclean.as_log())
-        self.report = await anyio.to_thread.run_sync(preflight, self.path, self._proc)
-        self._log.info(
-            "data_root_inspected",
-            path=self.report.path,
-            fstype=self.report.fstype,
-            mount_point=self.report.mount_point,
-            persistent=self.report.persistent,
-            overlay2_supported=self.report.overlay2_supported,
-        )
-        log_findings(self._log, "data_root_finding", self.report.findings)
+        begin_run(self.path, now, pid=os.getpid(), host=socket.gethostname())
+        self._run_begun = True
 
     async def before_spawn(self) -> None:
         if not self._config.dataroot.clean_pid_files:
@@ -122,8 +152,8 @@ class DataRootService:
             if self.report is not None:
                 log_findings(self._log, "data_root_finding", driver_findings(self.report, driver))
 
-    def stop(self, *, clean: bool) -> None:
-        """Mark a clean stop (when it was one) and unlock; never raises."""
+    def stop(self, clean: bool) -> None:
+        """Mark a clean stop (when it was one) and unlock; never raises. Blocking (fsync)."""
         try:
             # Only a run this agent began is ours to end: after a refused lock
             # the marker belongs to the agent that holds the data root.
@@ -205,30 +235,19 @@ class DataRootCollector(Collector):
     def __init__(self, service: DataRootService) -> None:
         self._service = service
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         try:
             figures = disk_figures(self._service.path)
         except OSError:
             figures = None
         if figures is not None:
-            for name, text, value in (
-                ("dind_data_root_size_bytes", "Size of the data root's filesystem.",
-                 figures.size_bytes),
-                ("dind_data_root_free_bytes", "Bytes available on the data root's filesystem.",
-                 figures.free_bytes),
-                ("dind_data_root_inodes", "Inodes of the data root's filesystem.",
-                 figures.inodes),
-                ("dind_data_root_free_inodes", "Free inodes on the data root's filesystem.",
-                 figures.free_inodes),
-            ):
-                yield GaugeMetricFamily(name, text, value=value)
+            yield family(DATA_ROOT_SIZE, figures.size_bytes)
+            yield family(DATA_ROOT_FREE, figures.free_bytes)
+            yield family(DATA_ROOT_INODES, figures.inodes)
+            yield family(DATA_ROOT_FREE_INODES, figures.free_inodes)
         report = self._service.report
         if report is not None:
             labels = report.info_labels(self._service.storage_driver or "unknown")
-            info = GaugeMetricFamily(
-                "dind_data_root_info",
-                "Where the data root lives: filesystem, dockerd's storage driver, persistence.",
-                labels=list(labels),
-            )
-            info.add_metric(list(labels.values()), 1)
+            info = family(DATA_ROOT_INFO)
+            info.add_metric([labels[name] for name in DATA_ROOT_INFO.labels], 1)
             yield info

@@ -3,19 +3,25 @@
 ``Daemon.run`` feeds events (exit, READY=1 confirmed by /_ping, ping results,
 deadlines, stop and restart requests) into ``lifecycle.next_state`` and
 performs the actions it returns: spawn, one TERM, KILL of the group, finish.
-Each dockerd process lives in its own cancel scope together with its output
-relay, its notify listener, and its readiness and liveness tasks, so nothing
-of an old process outlives it.
+It may begin with a dockerd that already runs (``initial``: started by the
+launch stage before the event loop, or left by a previous agent), which
+enters as ``Adopted``. Each dockerd process lives in its own cancel scope
+together with its output relay, its notify listener, and its readiness and
+liveness tasks, so nothing of an old process outlives it.
+
+Signals for dockerd (HUP reloads daemon.json, USR1 dumps stacks) are
+delivered only while it is RUNNING: before it installed its handlers a HUP
+would kill it. One that arrives earlier is held and delivered once it runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -23,14 +29,21 @@ from anyio.abc import TaskGroup, TaskStatus
 from supervisor.config import Config
 from supervisor.dockerd import lifecycle as lc
 from supervisor.dockerd.health import Ping, wait_ready, watch_liveness
-from supervisor.dockerd.process import DockerdProcess, LineObserver
+from supervisor.dockerd.spawner import Incarnation
 from supervisor.errors import DockerdGaveUp
 from supervisor.logs import get_logger
 from supervisor.metrics import Metrics, exit_code_value
-from supervisor.notify import NotifyListener
 
 Hook = Callable[[], Awaitable[None]]
 StateListener = Callable[[lc.State], None]
+
+
+class Spawns(Protocol):
+    """What the Daemon needs to start and forget dockerd processes (``Spawner`` or a fake)."""
+
+    def spawn(self, number: int) -> Incarnation: ...
+
+    def release(self, incarnation: Incarnation) -> None: ...
 
 
 class Daemon:
@@ -41,43 +54,37 @@ class Daemon:
         *,
         config: Config,
         metrics: Metrics,
+        spawner: Spawns,
         ping: Ping,
-        argv: Callable[[], Sequence[str]],
-        env: Callable[[], Mapping[str, str]],
-        before_spawn: Sequence[Hook] = (),
-        observers: Sequence[LineObserver] = (),
-        pass_fds: Callable[[], Sequence[int]] = tuple,
-        wrap: Callable[[Sequence[str], Mapping[str, str]], Sequence[str]] | None = None,
         ready_check: Ping | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        before_spawn: Sequence[Hook] = (),
+        clock: Callable[[], float] = anyio.current_time,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._config = config
         self._metrics = metrics
+        self._spawner = spawner
         self._ping = ping
-        self._argv = argv
-        self._env = env
-        self._before_spawn = list(before_spawn)
-        self._observers = list(observers)
-        self._pass_fds = pass_fds
-        # The exec wrapper (resource policy) goes in front of the argv we log.
-        self._wrap = wrap
-        # Readiness may ask more than liveness (e.g. the TLS listener is open too).
+        # Readiness may ask more than liveness (e.g. a TLS handshake on the TCP socket).
         self._ready_check = ready_check or ping
+        self._before_spawn = list(before_spawn)
         self._clock = clock
         self._wall = wall_clock
         self._log = get_logger(component="dockerd")
         self._machine = lc.Machine(timing=lc.Timing.from_config(config))
         self._send, self._receive = anyio.create_memory_object_stream[lc.Event](math.inf)
-        self._process: DockerdProcess | None = None
+        self._current: Incarnation | None = None
         self._incarnation = 0
         self._spawned_at = 0.0
+        self._held_signals: list[int] = []
         self.state_listeners: list[StateListener] = []
         self._changed = anyio.Event()  # set and replaced at every state change
         self.since = wall_clock()
         self.restarts: dict[str, int] = {}
         self.last_exit_code: int | None = None
         self.last_error_line: str | None = None
+        metrics.declare_states(state.value for state in lc.State)
+        metrics.declare_restart_reasons(reason.value for reason in lc.RestartReason)
 
     # Views for /status and the other components -------------------------
 
@@ -92,7 +99,7 @@ class Daemon:
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
+        return self._current.process.pid if self._current is not None else None
 
     def status(self) -> dict[str, Any]:
         return {
@@ -101,49 +108,95 @@ class Daemon:
             "pid": self.pid,
             "since": self.since,
             "restarts": dict(self.restarts),
+            "crashes_in_window": len(self._machine.crashes),
+            "failed_starts_in_window": len(self._machine.failures),
             "last_exit_code": self.last_exit_code,
             "last_error": self.last_error_line,
+            "held_signals": [signal.Signals(s).name for s in self._held_signals],
         }
 
     # Requests -------------------------------------------------------------
 
     def request_stop(self) -> None:
-        self._send.send_nowait(lc.StopRequested())
+        self._event(lc.StopRequested())
 
     def request_restart(self, reason: lc.RestartReason) -> None:
-        self._send.send_nowait(lc.RestartRequested(reason))
+        self._event(lc.RestartRequested(reason))
+
+    def _event(self, event: lc.Event) -> None:
+        # After the final Finish nobody listens any more; a late request changes nothing.
+        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._send.send_nowait(event)
 
     def forward_signal(self, signum: int) -> None:
-        if self._process is not None and self._machine.alive:
-            self._log.info("signal_forwarded", signal=signal.Signals(signum).name, pid=self.pid)
-            self._process.send_signal(signum)
+        """Pass a signal to dockerd now if it can take it, else once it runs."""
+        name = signal.Signals(signum).name
+        if self._current is not None and self.state is lc.State.RUNNING:
+            self._log.info("signal_forwarded", signal=name, pid=self.pid)
+            self._current.process.send_signal(signum)
+            return
+        if self._machine.finished or self._machine.stop_requested:
+            self._log.info("signal_dropped", signal=name, state=self.state.value,
+                           reason="dockerd is stopping for good")
+            return
+        if signum not in self._held_signals:
+            self._held_signals.append(signum)
+        self._log.info("signal_held", signal=name, state=self.state.value,
+                       reason="dockerd cannot take it before it runs; delivered once it does")
+
+    def _deliver_held(self) -> None:
+        held, self._held_signals = self._held_signals, []
+        for signum in held:
+            if self._current is not None:
+                self._log.info("signal_forwarded", signal=signal.Signals(signum).name,
+                               pid=self.pid, held=True)
+                self._current.process.send_signal(signum)
 
     # The loop -------------------------------------------------------------
 
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> int:
+    async def run(
+        self,
+        initial: Incarnation | None = None,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> int:
         """Run until stopped (returns 0) or given up (raises DockerdGaveUp)."""
-        self._metrics.set_state(self.state)
-        async with anyio.create_task_group() as tg:
-            task_status.started()
-            step = await self._step(tg, lc.Start())
-            while step is None:
-                event: lc.Event
-                deadline = self._machine.deadline
-                timeout = math.inf if deadline is None else max(0.0, deadline - self._clock())
-                event = lc.DeadlinePassed()
-                # Only the wait is bounded: a step must never be cut in half.
-                with anyio.move_on_after(timeout):
-                    event = await self._receive.receive()
-                step = await self._step(tg, event)
-            finish: lc.Finish = step
-            tg.cancel_scope.cancel()
+        self._metrics.set_state(self.state.value, ready=self.state is lc.State.RUNNING)
+        with self._send, self._receive:
+            async with anyio.create_task_group() as tg:
+                if initial is not None:
+                    step = await self._adopt(tg, initial)
+                else:
+                    step = await self._step(tg, lc.Start())
+                task_status.started()
+                while step is None:
+                    deadline = self._machine.deadline
+                    timeout = math.inf if deadline is None else max(0.0, deadline - self._clock())
+                    event: lc.Event = lc.DeadlinePassed()
+                    # Only the wait is bounded: a step must never be cut in half.
+                    with anyio.move_on_after(timeout):
+                        event = await self._receive.receive()
+                    step = await self._step(tg, event)
+                finish: lc.Finish = step
+                tg.cancel_scope.cancel()
         if finish.gave_up:
             raise DockerdGaveUp(
-                failures=len(self._machine.failures),
-                window=self._machine.timing.failure_window,
+                failures=len(self._machine.crashes if finish.crashes else self._machine.failures),
+                window=(self._machine.timing.crash_window if finish.crashes
+                        else self._machine.timing.failure_window),
                 last_error=self.last_error_line,
+                crashes=finish.crashes,
             )
         return finish.exit_code
+
+    async def _adopt(self, tg: TaskGroup, incarnation: Incarnation) -> lc.Finish | None:
+        self._incarnation = max(self._incarnation, incarnation.number)
+        self._current = incarnation
+        self._spawned_at = self._clock() - max(0.0, self._wall() - incarnation.process.started_at)
+        if incarnation.adopted:
+            self._log.info("dockerd_adopted", pid=incarnation.process.pid)
+        tg.start_soon(self._supervise_process, incarnation)
+        return await self._step(tg, lc.Adopted())
 
     async def _step(self, tg: TaskGroup, event: lc.Event) -> lc.Finish | None:
         before = self._machine
@@ -157,12 +210,12 @@ class Daemon:
                     await self._spawn(tg, reason)
                 case lc.Terminate():
                     self._log.info("dockerd_terminating", pid=self.pid, state=before.state.value)
-                    if self._process is not None:
-                        self._process.terminate()
+                    if self._current is not None:
+                        self._current.process.terminate()
                 case lc.Kill():
                     self._log.warning("dockerd_killed", pid=self.pid, reason="deadline passed")
-                    if self._process is not None:
-                        self._process.kill_group()
+                    if self._current is not None:
+                        self._current.process.kill_group()
                 case lc.Finish():
                     finish = action
         if self._machine.state is not before.state:
@@ -173,22 +226,25 @@ class Daemon:
         m = self._machine
         match event:
             case lc.Exited(returncode=code) if before.alive:
-                self.last_exit_code = exit_code_value(code)
-                self._metrics.dockerd_last_exit_code.set(self.last_exit_code)
-                if self._process is not None and self._process.last_error_line:
-                    self.last_error_line = self._process.last_error_line
+                self.last_exit_code = None if code is None else exit_code_value(code)
+                if self.last_exit_code is not None:
+                    self._metrics.dockerd_last_exit_code.set(self.last_exit_code)
+                if self._current is not None and self._current.process.last_error_line:
+                    self.last_error_line = self._current.process.last_error_line
                 self._log.log(
                     20 if before.state is lc.State.STOPPING else 30,
                     "dockerd_exited",
                     pid=self.pid,
                     exit_code=self.last_exit_code,
                     after_seconds=round(now - self._spawned_at, 3),
+                    was_ready=before.ready_since is not None,
                 )
                 if m.state is lc.State.BACKOFF and m.deadline is not None:
                     self._log.warning(
                         "dockerd_restart_delayed",
                         delay_seconds=round(m.deadline - now, 3),
                         failures_in_window=len(m.failures),
+                        crashes_in_window=len(m.crashes),
                         reason=(m.restart_reason or lc.RestartReason.EXIT).value,
                     )
             case lc.Ready() if m.state is lc.State.RUNNING:
@@ -214,9 +270,11 @@ class Daemon:
 
     def _on_state(self, previous: lc.State) -> None:
         state = self._machine.state
-        self._metrics.set_state(state)
+        self._metrics.set_state(state.value, ready=state is lc.State.RUNNING)
         self.since = self._wall()
         self._log.debug("dockerd_state_changed", previous=previous.value, state=state.value)
+        if state is lc.State.RUNNING:
+            self._deliver_held()
         for listener in self.state_listeners:
             listener(state)
         changed, self._changed = self._changed, anyio.Event()
@@ -235,48 +293,44 @@ class Daemon:
             self._metrics.dockerd_restarts.labels(reason=reason.value).inc()
         for hook in self._before_spawn:
             await hook()
-        argv = list(self._argv())
-        path = Path(self._config.agent.state_dir) / f"notify-{self._incarnation}.sock"
-        listener = NotifyListener(path)
-        await listener.__aenter__()
-        env = {**self._env(), "NOTIFY_SOCKET": str(path)}
-        command = list(self._wrap(argv, env)) if self._wrap else argv
         self._spawned_at = self._clock()
         try:
-            process = await DockerdProcess.spawn(
-                command, env=env, observers=self._observers, pass_fds=self._pass_fds()
-            )
+            incarnation = await anyio.to_thread.run_sync(self._spawner.spawn, self._incarnation)
         except OSError as exc:
-            await listener.__aexit__(None, None, None)
-            self._process = None
-            self.last_error_line = f"cannot run {argv[0]}: {exc.strerror or exc}"
-            self._log.error("dockerd_spawn_failed", argv=argv, error=self.last_error_line)
-            self._send.send_nowait(lc.Exited(127))
+            self._current = None
+            self.last_error_line = f"cannot run dockerd: {exc.strerror or exc}"
+            self._log.error("dockerd_spawn_failed", error=self.last_error_line)
+            self._event(lc.Exited(127))
             return
-        self._process = process
+        self._current = incarnation
         self._metrics.dockerd_start_time.set(self._wall())
         self._log.info(
-            "dockerd_started", pid=process.pid, argv=argv, wrapped=command != argv,
+            "dockerd_started", pid=incarnation.process.pid,
+            argv=getattr(self._spawner, "last_argv", None),
+            wrapped=getattr(self._spawner, "last_wrapped", None),
             restart_reason=reason.value if reason else None,
         )
-        tg.start_soon(self._supervise_process, process, listener)
+        tg.start_soon(self._supervise_process, incarnation)
 
-    async def _supervise_process(self, process: DockerdProcess, listener: NotifyListener) -> None:
+    async def _supervise_process(self, incarnation: Incarnation) -> None:
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(listener.serve)
-                tg.start_soon(process.relay_output)
-                tg.start_soon(self._readiness_then_liveness, listener)
-                returncode = await process.wait()
-                self._send.send_nowait(lc.Exited(returncode))
+                tg.start_soon(incarnation.notify.serve)
+                tg.start_soon(incarnation.process.relay_output)
+                tg.start_soon(self._readiness_then_liveness, incarnation)
+                returncode = await incarnation.process.wait()
+                # The last lines (the error that made it exit) before the exit is judged.
+                # A child that inherited the pipe could keep it open: bounded.
+                with anyio.move_on_after(1.0):
+                    await incarnation.process.output_done.wait()
+                self._event(lc.Exited(returncode))
                 tg.cancel_scope.cancel()
         finally:
-            with anyio.CancelScope(shield=True):
-                await listener.__aexit__(None, None, None)
+            self._spawner.release(incarnation)
 
-    async def _readiness_then_liveness(self, listener: NotifyListener) -> None:
-        await wait_ready(self._ready_check, listener.ready)
-        self._send.send_nowait(lc.Ready())
+    async def _readiness_then_liveness(self, incarnation: Incarnation) -> None:
+        await wait_ready(self._ready_check, incarnation.notify.ready)
+        self._event(lc.Ready())
         liveness = self._config.liveness
         await watch_liveness(
             self._ping,
@@ -289,8 +343,8 @@ class Daemon:
     def _on_ping(self, ok: bool, seconds: float) -> None:
         if ok:
             self._metrics.dockerd_ping_duration.observe(seconds)
-            self._send.send_nowait(lc.PingSucceeded())
+            self._event(lc.PingSucceeded())
         elif self.state is lc.State.RUNNING:
             self._metrics.dockerd_ping_failures.inc()
             self._log.warning("dockerd_ping_failed", pid=self.pid, seconds=round(seconds, 3))
-            self._send.send_nowait(lc.PingFailed())
+            self._event(lc.PingFailed())

@@ -8,9 +8,18 @@ events and carries out the actions it returns.
 Rules worth knowing:
 - dockerd gets at most one TERM per process: a 4th TERM makes it force-quit
   without cleanup, and we never need a second one; KILL follows a deadline.
-- A dockerd that had been ready for ``healthy_after`` seconds is restarted at
-  once when it dies; any other exit is a failed start, delayed by an
-  exponential backoff, and too many failures within a window end the agent.
+- A dockerd that never became ready and exited (or missed its start
+  deadline) is a failed start: the next start waits an exponential backoff,
+  and ``max_failures`` of them within ``failure_window`` end the agent
+  (supervisord's startsecs/startretries, systemd's StartLimitBurst).
+- A dockerd that became ready and later died (or hung) is a crash, not a
+  failed start: restarted at once when it had served ``healthy_after``
+  seconds, after a backoff counted in crashes otherwise; ``max_crashes``
+  within ``crash_window`` still end the agent, so a crash loop is bounded.
+- Restarts the agent asks for (certificate rotation) count as neither.
+- A dockerd already running when the machine starts (spawned before the
+  event loop existed, or left by a previous agent) enters with ``Adopted``:
+  STARTING without a spawn, ready once it answers.
 """
 
 from __future__ import annotations
@@ -32,6 +41,10 @@ class State(enum.StrEnum):
     FATAL = "fatal"  # gave up: the agent exits 1
 
 
+NOT_READY = (State.STOPPED, State.STARTING, State.BACKOFF, State.STOPPING, State.EXITED,
+             State.FATAL)
+
+
 class RestartReason(enum.StrEnum):
     EXIT = "exit"
     UNHEALTHY = "unhealthy"
@@ -49,13 +62,20 @@ class Start:
 
 
 @dataclass(frozen=True, slots=True)
+class Adopted:
+    """A dockerd process exists already; supervise it from STARTING."""
+
+
+@dataclass(frozen=True, slots=True)
 class Ready:
     pass
 
 
 @dataclass(frozen=True, slots=True)
 class Exited:
-    returncode: int  # negative: killed by that signal (asyncio's convention)
+    # Negative: killed by that signal (asyncio's convention); None: not known (an
+    # adopted dockerd whose status PID 1 reaped and could not report).
+    returncode: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +103,9 @@ class RestartRequested:
     reason: RestartReason
 
 
-Event = Start | Ready | Exited | PingSucceeded | PingFailed | DeadlinePassed | StopRequested | (
-    RestartRequested
+Event = (
+    Start | Adopted | Ready | Exited | PingSucceeded | PingFailed | DeadlinePassed
+    | StopRequested | RestartRequested
 )
 
 
@@ -110,6 +131,7 @@ class Kill:
 class Finish:
     exit_code: int
     gave_up: bool = False
+    crashes: bool = False  # gave up on crashes of a served daemon, not on failed starts
 
 
 Action = Spawn | Terminate | Kill | Finish
@@ -128,6 +150,8 @@ class Timing:
     healthy_after: float = 10.0
     max_failures: int = 5
     failure_window: float = 120.0
+    max_crashes: int = 10
+    crash_window: float = 600.0
     liveness_failures: int = 3
 
     @classmethod
@@ -142,6 +166,8 @@ class Timing:
             healthy_after=config.restart.healthy_after,
             max_failures=config.restart.max_failures,
             failure_window=config.restart.failure_window,
+            max_crashes=config.restart.max_crashes,
+            crash_window=config.restart.crash_window,
             liveness_failures=config.liveness.failures,
         )
 
@@ -160,6 +186,7 @@ class Machine:
     ready_since: float | None = None
     misses: int = 0
     failures: tuple[float, ...] = ()  # times of failed starts inside the window
+    crashes: tuple[float, ...] = ()  # times a served dockerd died, inside the crash window
     last_exit: int | None = None
 
     @property
@@ -211,19 +238,26 @@ def _after_exit(m: Machine, event: Exited, now: float) -> tuple[Machine, list[Ac
     if m.stop_requested:
         return dataclasses.replace(m, state=State.EXITED), [Finish(0)]
     reason = m.restart_reason or RestartReason.EXIT
-    was_ready = m.ready_since is not None
-    healthy = (was_ready and reason in _DELIBERATE) or (
-        m.ready_since is not None and now - m.ready_since >= m.timing.healthy_after
-    )
-    failures = tuple(t for t in m.failures if now - t < m.timing.failure_window)
-    # A restart we asked for (rotation) of a healthy daemon is no failure;
-    # one that never became ready, or died young, is.
-    if not healthy:
-        failures = (*failures, now)
-    m = dataclasses.replace(m, failures=failures, ready_since=None)
-    if len(failures) >= m.timing.max_failures:
-        return dataclasses.replace(m, state=State.FATAL), [Finish(1, gave_up=True)]
-    delay = 0.0 if healthy else backoff_delay(m.timing, len(failures))
+    ready_since = m.ready_since
+    m = dataclasses.replace(m, ready_since=None)
+    if ready_since is not None and reason in _DELIBERATE:
+        # A restart we asked for (rotation) of a serving daemon is neither.
+        return _spawn(m, now, reason)
+    if ready_since is not None:
+        crashes = (*(t for t in m.crashes if now - t < m.timing.crash_window), now)
+        m = dataclasses.replace(m, crashes=crashes)
+        if len(crashes) >= m.timing.max_crashes:
+            return dataclasses.replace(m, state=State.FATAL), [
+                Finish(1, gave_up=True, crashes=True)
+            ]
+        served = now - ready_since >= m.timing.healthy_after
+        delay = 0.0 if served else backoff_delay(m.timing, len(crashes))
+    else:
+        failures = (*(t for t in m.failures if now - t < m.timing.failure_window), now)
+        m = dataclasses.replace(m, failures=failures)
+        if len(failures) >= m.timing.max_failures:
+            return dataclasses.replace(m, state=State.FATAL), [Finish(1, gave_up=True)]
+        delay = backoff_delay(m.timing, len(failures))
     if delay <= 0:
         return _spawn(m, now, reason)
     return dataclasses.replace(
@@ -238,6 +272,11 @@ def next_state(m: Machine, event: Event, now: float) -> tuple[Machine, list[Acti
     match event:
         case Start() if m.state is State.STOPPED:
             return _spawn(m, now, None)
+        case Adopted() if m.state is State.STOPPED:
+            return dataclasses.replace(
+                m, state=State.STARTING, deadline=now + m.timing.start_timeout, alive=True,
+                terminated=False, killed=False, ready_since=None, misses=0,
+            ), []
         case StopRequested():
             if m.stop_requested:
                 return m, []

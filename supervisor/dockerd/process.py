@@ -1,15 +1,24 @@
-"""One dockerd process: its argv, spawning it, relaying its output, signalling it.
+"""One dockerd process: its argv, spawning or adopting it, relaying its output, signalling it.
 
 The argv is built as docker:dind builds it (unix socket; TLS listener with
 --tlsverify when a certdir is set; without TLS the plain tcp 2375 listener
 and ``--tls=false``, so dockerd does not sleep 15 s) and the user's
-arguments after ``--`` are appended verbatim. ``IMAGE dockerd ARGS`` gets
-exactly ARGS. dockerd runs in its own session so that KILL can take its whole
-process group. Output (stdout and stderr through one pipe, so their order is
-kept) is parsed line by line and re-emitted through structlog.
+arguments after ``--`` are appended verbatim; when the agent holds the
+sockets (``listeners.py``) the hosts become one ``--host=fd://``.
+``IMAGE dockerd ARGS`` gets exactly ARGS.
+
+A ``DockerdProcess`` is known by a pidfd and its output pipe, not by an
+asyncio transport: the same object describes a dockerd the agent spawned
+(its child: ``waitpid`` gives the exit status), one spawned before the event
+loop existed (the launch stage) and one a previous agent left running (PID
+1's child since that agent died: PID 1 reports its exit status). dockerd
+runs in its own session so that KILL can take its whole process group.
+Output (stdout and stderr through one pipe, so their order is kept) is
+parsed line by line and re-emitted through structlog.
 
 Deciding when to start or signal belongs to ``lifecycle.py``; this module
-only does it.
+only does it. Kernels before 5.3 have no pidfd: exits are then noticed by
+polling every ``_POLL_SECONDS``.
 """
 
 from __future__ import annotations
@@ -18,30 +27,25 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-
-import anyio
-from anyio.abc import Process
-from anyio.streams.buffered import BufferedByteReceiveStream
+from typing import Any
 
 from supervisor.config import PRIVATE_SOCKET, Config
-from supervisor.dockerd.flags import option_values, user_sets
+from supervisor.dockerd.listeners import ACTIVATION_HOST, PLAIN_TCP_LISTEN, Plan
+from supervisor.dockerd_flags import option_values, user_sets
 from supervisor.logs import DockerdLine, emit_dockerd_line, get_logger, parse_dockerd_line
+from supervisor.tls.files import TlsFiles
+
+__all__ = ["PLAIN_TCP_LISTEN", "DockerdProcess", "LineObserver", "TlsFiles", "build_argv"]
 
 _MAX_LINE = 64 * 1024
-# docker:dind's listener without TLS: no authentication at all.
-PLAIN_TCP_LISTEN = "tcp://0.0.0.0:2375"
+_POLL_SECONDS = 0.2
 
 LineObserver = Callable[[DockerdLine], None]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TlsFiles:
-    ca: Path
-    cert: Path
-    key: Path
+# asyncio's convention for the exit: the code, or -N for death by signal N; None: unknown.
+ExitSource = Callable[[int], Awaitable[int | None]]
 
 
 def build_argv(
@@ -50,8 +54,13 @@ def build_argv(
     tls: TlsFiles | None = None,
     mtu: int | None = None,
     extra: Sequence[str] = (),
+    held: Plan | None = None,
 ) -> list[str]:
-    """dockerd's argv; options the user gave after ``--`` are not given twice."""
+    """dockerd's argv; options the user gave after ``--`` are not given twice.
+
+    ``held``: the sockets the agent holds; they replace every --host with one
+    ``--host=fd://`` (dockerd takes all inherited sockets from it).
+    """
     d = config.dockerd
     user = list(d.args)
     argv = [d.binary]
@@ -60,7 +69,10 @@ def build_argv(
             # The user's flags name no unix socket; the agent needs one to supervise.
             return [*argv, *user, f"--host={d.host}"]
         return argv + user
-    if not user_sets(user, "-H", "--host"):
+    if held is not None and held.active:
+        user = list(held.user_args)
+        argv.append(ACTIVATION_HOST)
+    elif not user_sets(user, "-H", "--host"):
         argv.append(f"--host={d.host}")
         if tls is not None:
             argv.append(f"--host={config.tls.listen}")
@@ -92,59 +104,134 @@ def build_argv(
     return argv + list(extra) + user
 
 
-class DockerdProcess:
-    """A spawned dockerd; ``relay_output`` must run for its output to be read."""
+def _pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return None  # kernel before 5.3, or the process is already gone
 
-    def __init__(self, process: Process, argv: Sequence[str], observers: Sequence[LineObserver]):
-        self.process = process
-        self.argv = list(argv)
-        self.pid = process.pid
-        self.last_error_line: str | None = None
-        self._observers = list(observers)
-        self._output_done = anyio.Event()
-        self._log = get_logger(pid=self.pid)
 
-    @classmethod
-    async def spawn(
-        cls,
-        argv: Sequence[str],
-        *,
-        env: Mapping[str, str],
-        observers: Sequence[LineObserver] = (),
-        pass_fds: Sequence[int] = (),
-    ) -> DockerdProcess:
-        process = await anyio.open_process(
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Spawned:
+    """What a spawn hands over: enough for ``DockerdProcess`` and for the fd store."""
+
+    pid: int
+    pidfd: int | None
+    output: int
+    started_at: float  # wall clock
+    popen: subprocess.Popen[bytes] | None
+
+
+def spawn(argv: Sequence[str], *, env: Mapping[str, str], pass_fds: Sequence[int] = ()) -> Spawned:
+    """Start ``argv`` in its own session with one output pipe. Synchronous and quick (vfork+exec):
+    usable before the event loop exists. Raises OSError when it cannot be run."""
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    try:
+        popen = subprocess.Popen(
             list(argv),
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stdout=write_end,
+            stderr=write_end,
             env=dict(env),
             start_new_session=True,
             pass_fds=tuple(pass_fds),
         )
-        return cls(process, argv, observers)
+    except BaseException:
+        os.close(read_end)
+        raise
+    finally:
+        os.close(write_end)
+    os.set_blocking(read_end, False)
+    return Spawned(pid=popen.pid, pidfd=_pidfd(popen.pid), output=read_end,
+                   started_at=time.time(), popen=popen)
+
+
+class DockerdProcess:
+    """A running dockerd, spawned by this agent or adopted; ``relay_output`` must run."""
+
+    def __init__(
+        self,
+        *,
+        pid: int,
+        pidfd: int | None,
+        output: int | None,
+        own_child: bool,
+        observers: Sequence[LineObserver] = (),
+        exit_source: ExitSource | None = None,
+        popen: subprocess.Popen[bytes] | None = None,
+        started_at: float | None = None,
+    ) -> None:
+        self.pid = pid
+        self.pidfd = pidfd
+        self.output = output
+        self.own_child = own_child
+        self.started_at = started_at if started_at is not None else time.time()
+        self.last_error_line: str | None = None
+        # Not a copy: observers added later (the agent's, once it exists) see this process too.
+        self._observers = observers
+        self._exit_source = exit_source
+        self._popen = popen
+        self._logger: Any = None
+        self._returncode: int | None = None
+        self._exited = False
+        self._reaped = False
+        self._output_done: Any = None
+
+    @property
+    def output_done(self) -> Any:
+        """Set once the output pipe reached its end (the last lines are relayed)."""
+        if self._output_done is None:
+            import anyio
+
+            self._output_done = anyio.Event()
+        return self._output_done
+
+    @classmethod
+    def from_spawn(
+        cls, spawned: Spawned, *, observers: Sequence[LineObserver] = ()
+    ) -> DockerdProcess:
+        return cls(pid=spawned.pid, pidfd=spawned.pidfd, output=spawned.output, own_child=True,
+                   observers=observers, popen=spawned.popen, started_at=spawned.started_at)
+
+    # Output -------------------------------------------------------------------
 
     async def relay_output(self) -> None:
         """Re-emit every line until dockerd (and whatever shares its pipe) closes it."""
-        if self.process.stdout is None:
-            raise RuntimeError("dockerd was spawned without an output pipe")
-        stream = BufferedByteReceiveStream(self.process.stdout)
         try:
-            while True:
-                try:
-                    raw = await stream.receive_until(b"\n", _MAX_LINE)
-                except anyio.DelimiterNotFound:
-                    raw = await stream.receive_exactly(_MAX_LINE)
-                except anyio.IncompleteRead:
-                    tail = stream.buffer
-                    if tail:
-                        self._handle(tail)
-                    return
-                except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
-                    return
-                self._handle(raw)
+            if self.output is not None:
+                await self._relay(self.output)
         finally:
-            self._output_done.set()
+            self.output_done.set()
+
+    async def _relay(self, fd: int) -> None:
+        import anyio
+
+        pending = b""
+        while True:
+            try:
+                await anyio.wait_readable(fd)
+                chunk = os.read(fd, _MAX_LINE)
+            except BlockingIOError:
+                continue
+            except OSError:
+                chunk = b""
+            if not chunk:
+                if pending:
+                    self._handle(pending)
+                return
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                self._handle(raw)
+            while len(pending) >= _MAX_LINE:  # a line without end: cut, never grow forever
+                self._handle(pending[:_MAX_LINE])
+                pending = pending[_MAX_LINE:]
+
+    @property
+    def _log(self) -> Any:
+        if self._logger is None:  # not in __init__: the launch spawns before structlog loads
+            self._logger = get_logger(pid=self.pid)
+        return self._logger
 
     def _handle(self, raw: bytes) -> None:
         parsed = parse_dockerd_line(raw.decode("utf-8", "replace"))
@@ -156,28 +243,78 @@ class DockerdProcess:
         for observer in self._observers:
             observer(parsed)
 
-    async def wait(self, *, output_grace: float = 1.0) -> int:
-        """Wait for the exit; give the output relay a moment to drain the last lines."""
-        returncode = await self.process.wait()
-        # A child that inherited the pipe could keep it open forever.
-        with anyio.move_on_after(output_grace):
-            await self._output_done.wait()
-        return returncode
+    # Exit ---------------------------------------------------------------------
 
-    def terminate(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            self.process.send_signal(signal.SIGTERM)
-            # A stopped (SIGSTOP, hung) dockerd would keep the TERM pending until
-            # KILL; CONT lets it shut down cleanly instead.
-            self.process.send_signal(signal.SIGCONT)
+    async def wait(self) -> int | None:
+        """Wait for the exit; asyncio's convention (negative: killed by that signal), None when
+        nobody could tell (an adopted dockerd whose status PID 1 did not report)."""
+        import anyio
+
+        if self._exited:
+            return self._returncode
+        if self.pidfd is not None:
+            await anyio.wait_readable(self.pidfd)
+        else:
+            # No pidfd (kernel < 5.3): nothing to wait on but the clock.
+            while not self._gone():  # noqa: ASYNC110
+                await anyio.sleep(_POLL_SECONDS)
+        if self.own_child and not self._reaped:
+            # The pidfd turned readable: the child is a zombie, WNOHANG reaps it at once.
+            self._gone()
+        elif not self.own_child and self._exit_source is not None:
+            with anyio.move_on_after(2.0):
+                self._returncode = await self._exit_source(self.pid)
+        if self._popen is not None:
+            self._popen.returncode = self._returncode  # so Popen never warns of a live child
+        self._exited = True
+        return self._returncode
+
+    def _gone(self) -> bool:
+        """Without a pidfd: has the process exited (reaping our own child if so)?"""
+        if self.own_child:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self._reaped = True
+                return True
+            if pid == 0:
+                return False
+            self._returncode = os.waitstatus_to_exitcode(status)
+            self._reaped = True
+            return True
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def close(self) -> None:
+        """Release the descriptors (after the exit, or when handing over)."""
+        for fd in (self.pidfd, self.output):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.pidfd = self.output = None
+
+    # Signals ------------------------------------------------------------------
 
     def send_signal(self, signum: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            self.process.send_signal(signal.Signals(signum))
+        with contextlib.suppress(ProcessLookupError, OSError):
+            if self.pidfd is not None:
+                signal.pidfd_send_signal(self.pidfd, signum)
+            else:
+                os.kill(self.pid, signum)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+        # A stopped (SIGSTOP, hung) dockerd would keep the TERM pending until
+        # KILL; CONT lets it shut down cleanly instead.
+        self.send_signal(signal.SIGCONT)
 
     def kill_group(self) -> None:
         """KILL dockerd and everything left in its process group (its session)."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            self.process.kill()
+        self.send_signal(signal.SIGKILL)

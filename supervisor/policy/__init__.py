@@ -10,29 +10,74 @@ files, log, or define metrics: the caller wires those.
 
 from __future__ import annotations
 
-from supervisor.policy.apply import Kernel, KernelOps, apply_to_agent, wrap_argv
-from supervisor.policy.explain import RuntimeLimitError, explain_runtime_error, inspect
-from supervisor.policy.figures import PolicyFigures, policy_figures
-from supervisor.policy.limits import INFINITY, RLIMITS, Rlimit, lookup
-from supervisor.policy.plan import (
-    Cause,
-    Facts,
-    Plan,
-    PolicyDeviation,
-    ProcessPlan,
-    RlimitSetting,
-    plan,
-)
-from supervisor.policy.probe import find_children, read_facts
-from supervisor.policy.spec import (
-    DEFAULT_POLICY,
-    Mode,
-    Policy,
-    RlimitRequest,
-    check_policy,
-    parse_policy,
-    resolve_policy,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from supervisor.policy.apply import Kernel, KernelOps, apply_to_agent, wrap_argv
+    from supervisor.policy.explain import RuntimeLimitError, explain_runtime_error, inspect
+    from supervisor.policy.figures import PolicyFigures, policy_figures
+    from supervisor.policy.limits import INFINITY, RLIMITS, Rlimit, lookup
+    from supervisor.policy.plan import (
+        Cause,
+        Facts,
+        Plan,
+        PolicyDeviation,
+        ProcessPlan,
+        RlimitSetting,
+    )
+    from supervisor.policy.probe import find_children, read_facts
+    from supervisor.policy.spec import (
+        DEFAULT_POLICY,
+        Mode,
+        Policy,
+        RlimitRequest,
+        check_policy,
+        parse_policy,
+        resolve_policy,
+    )
+
+# Names re-exported from the submodules, imported on first use (PEP 562): the
+# launch stage imports one submodule and must not pay for all of them.
+_WHERE = {
+    "Cause": "supervisor.policy.plan",
+    "DEFAULT_POLICY": "supervisor.policy.spec",
+    "Facts": "supervisor.policy.plan",
+    "INFINITY": "supervisor.policy.limits",
+    "Kernel": "supervisor.policy.apply",
+    "KernelOps": "supervisor.policy.apply",
+    "Mode": "supervisor.policy.spec",
+    "Plan": "supervisor.policy.plan",
+    "Policy": "supervisor.policy.spec",
+    "PolicyDeviation": "supervisor.policy.plan",
+    "PolicyFigures": "supervisor.policy.figures",
+    "ProcessPlan": "supervisor.policy.plan",
+    "RLIMITS": "supervisor.policy.limits",
+    "Rlimit": "supervisor.policy.limits",
+    "RlimitRequest": "supervisor.policy.spec",
+    "RlimitSetting": "supervisor.policy.plan",
+    "RuntimeLimitError": "supervisor.policy.explain",
+    "apply_to_agent": "supervisor.policy.apply",
+    "check_policy": "supervisor.policy.spec",
+    "explain_runtime_error": "supervisor.policy.explain",
+    "find_children": "supervisor.policy.probe",
+    "inspect": "supervisor.policy.explain",
+    "lookup": "supervisor.policy.limits",
+    "parse_policy": "supervisor.policy.spec",
+    "policy_figures": "supervisor.policy.figures",
+    "read_facts": "supervisor.policy.probe",
+    "resolve_policy": "supervisor.policy.spec",
+    "wrap_argv": "supervisor.policy.apply",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -59,7 +104,6 @@ __all__ = [
     "inspect",
     "lookup",
     "parse_policy",
-    "plan",
     "policy_figures",
     "read_facts",
     "resolve_policy",

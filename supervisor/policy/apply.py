@@ -144,22 +144,27 @@ def _wrapper_code() -> str:
 
 
 def wrap_argv(
-    plan: Plan,
+    plan: Plan | None,
     argv: Sequence[str],
     *,
     env: Mapping[str, str] | None = None,
     python: str = sys.executable,
+    listen: Sequence[int] = (),
 ) -> list[str]:
     """dockerd's command line with the wrapper in front; ``argv`` unchanged when nothing to set.
 
     ``env`` is the environment the process will be given (default: this
     process's); it tells the wrapper which locale variables to take back out.
+    ``listen`` are held sockets to hand over (socket activation).
     """
-    dockerd = plan.dockerd
-    if dockerd.empty:
+    if (plan is None or plan.dockerd.empty) and not listen:
         return list(argv)
     environment = env if env is not None else os.environ
-    options = [f"process={dockerd.process}", f"mode={plan.mode}"]
+    options = [f"listen={fd}" for fd in listen]
+    if plan is None or plan.dockerd.empty:
+        return [python, "-I", "-S", "-c", _wrapper_code(), *options, "--", *argv]
+    dockerd = plan.dockerd
+    options += [f"process={dockerd.process}", f"mode={plan.mode}"]
     options += [f"unset={name}" for name in _COERCED_VARIABLES if name not in environment]
     for setting in dockerd.rlimits:
         soft, hard = format_value(setting.soft), format_value(setting.hard)

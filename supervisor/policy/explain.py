@@ -68,11 +68,11 @@ class RuntimeLimitError:
     message: str
     remedy: str
 
-    def metric(self) -> tuple[str, dict[str, str]]:
-        """Which counter to increment, with its labels."""
-        if self.kind == "refused":
-            return "dind_policy_errors_total", {"kind": "refused", "resource": self.resource}
-        return "dind_rlimit_errors_total", {"resource": self.resource}
+    @property
+    def refused_by_wrapper(self) -> bool:
+        """Our exec wrapper's refusal (dind_policy_errors_total), not runc's error setting a
+        container's rlimit (dind_rlimit_errors_total)."""
+        return self.kind == "refused"
 
     def as_event(self) -> dict[str, Any]:
         return {

@@ -3,8 +3,8 @@
 Owns reading the gauge values at scrape time from /proc (cheap: two small
 files per process, no Docker API). The counters (dind_policy_errors_total,
 dind_rlimit_errors_total) are incremented by the caller from
-PolicyDeviation.metric_labels() and RuntimeLimitError.metric(); metrics.py
-defines every metric.
+PolicyDeviation.metric_labels() and RuntimeLimitError.refused_by_wrapper;
+metrics.py declares every metric.
 
 Unlimited is exported as +Inf, not -1: comparisons in PromQL and alert rules
 (``dind_rlimit{resource="nofile",limit="hard"} < 65536``) then read naturally.

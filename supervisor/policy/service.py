@@ -1,11 +1,12 @@
-"""The resource-policy component of the agent: plan once, apply, wrap dockerd, explain.
+"""The resource-policy component of the agent: what was applied, and runc's refusals.
 
-Before anything else starts: read what this container received, plan what
-the kernel will grant, refuse to start in strict mode (exit 2) or log each
-clamp once and count it, and apply the agent's own values. dockerd gets its
-values from an exec wrapper so that containerd and every container inherit
-them from their first instruction. While dockerd runs, its output is
-watched for runc's policy refusals; each is logged decoded and counted.
+The launch (``launch.py``) planned the policy, applied the agent's own
+values, refused to start in strict mode (exit 2) and logged each clamp once;
+dockerd gets its values from the exec wrapper, so containerd and every
+container inherit them from their first instruction. This part counts what
+could not be applied, exports what each process has (from /proc, at scrape
+time), and watches dockerd's output for runc's refusals: each is logged
+decoded, counted, and kept for /status.
 """
 
 from __future__ import annotations
@@ -13,66 +14,41 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
-import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.core import GaugeMetricFamily
+import anyio
+from anyio.abc import TaskStatus
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from supervisor.config import Config, resolved_policy
+from supervisor.config import Config
 from supervisor.logs import DockerdLine, get_logger
-from supervisor.metrics import Metrics
-from supervisor.policy import Plan, apply_to_agent, explain_runtime_error, plan, read_facts
+from supervisor.metrics import OOM_SCORE_ADJ, RLIMIT, Metrics, family
+from supervisor.policy.explain import explain_runtime_error
 from supervisor.policy.figures import PolicyFigures, policy_figures
-from supervisor.policy.plan import strict_error
-from supervisor.policy.spec import Mode
+from supervisor.policy.plan import Plan, PolicyDeviation
+from supervisor.policy.spec import Policy
 
-# dockerd lost --oom-score-adjust in v26; before that it sets -500 itself and
-# would override the policy's value on hosts that allow it.
-_LAST_VERSION_WITH_OOM_FLAG = 25
 # Limits change only when a process starts (the pids are part of the key);
 # a short age still shows an outside prlimit or oom_score_adj change soon.
 _FIGURES_MAX_AGE = 5.0
 _ALWAYS_EXPORTED = frozenset({"nofile", "nproc", "core", "memlock", "stack"})
 
 
-class DockerdVersionProbe:
-    """``dockerd --version`` started at once and read when needed (it takes ~70 ms)."""
-
-    def __init__(self, binary: str) -> None:
-        self._major: int | None = None
-        self._done = False
-        try:
-            self._process: subprocess.Popen[bytes] | None = subprocess.Popen(
-                [binary, "--version"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-            )
-        except OSError:
-            self._process = None
-
-    def major(self) -> int | None:
-        if not self._done and self._process is not None:
-            self._done = True
-            try:
-                out, _ = self._process.communicate(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.communicate()
-                return None
-            match = re.search(rb"version (\d+)\.", out)
-            self._major = int(match.group(1)) if match else None
-        return self._major
-
-
 class PolicyService:
+    """The policy while the agent runs; the launch planned and applied it (``launch.py``)."""
+
     def __init__(
         self,
         config: Config,
         metrics: Metrics,
         *,
+        policy: Policy,
+        plan: Plan | None,
+        deviations: Sequence[PolicyDeviation] = (),
         under_init: bool,
         dockerd_pid: Callable[[], int | None] = lambda: None,
     ) -> None:
@@ -80,59 +56,22 @@ class PolicyService:
         self._metrics = metrics
         self._under_init = under_init
         self._log = get_logger(component="policy")
-        self.policy = resolved_policy(config)
-        self.plan: Plan | None = None
-        self.deviations: list[dict[str, Any]] = []
+        self.policy = policy
+        self.plan = plan
+        self.deviations: list[dict[str, Any]] = [d.as_event() for d in deviations]
+        self._planned_deviations = list(deviations)
         self.runtime_errors = 0
+        self.last_runtime_error: dict[str, Any] | None = None
         self._dockerd_pid = dockerd_pid
         self._figures_cache: tuple[tuple[tuple[str, str], ...], float, PolicyFigures] | None = None
-        self._version = DockerdVersionProbe(config.dockerd.binary)
         metrics.register(PolicyCollector(self))
 
-    def start(self) -> None:
-        """Plan and apply; raises PolicyError (exit 2) in strict mode when refused."""
-        facts = read_facts(init_pid=1 if self._under_init else None)
-        planned = plan(self.policy, facts, check=False)
-        if planned.deviations and self.policy.mode is Mode.STRICT:
-            raise strict_error(planned.deviations)
-        self.plan = planned
-        self._record(planned.deviations, "policy_clamped")
-        refused = apply_to_agent(planned)
-        self._record(refused, "policy_refused")
-        self._log.info(
-            "policy_applied",
-            mode=self.policy.mode.value,
-            deviations=len(planned.deviations) + len(refused),
-            dockerd_oom_score_adj=planned.dockerd.expected_oom_score_adj,
-        )
-
-    def _record(self, deviations: Sequence[Any], event: str) -> None:
-        for deviation in deviations:
-            self.deviations.append(deviation.as_event())
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Count what the launch could not apply; then watch dockerd's output (observe_line)."""
+        for deviation in self._planned_deviations:
             self._metrics.policy_errors.labels(**deviation.metric_labels()).inc()
-            self._log.warning(event, **deviation.as_event())
-
-    @property
-    def oom_flag(self) -> bool:
-        major = self._version.major()
-        return major is not None and major <= _LAST_VERSION_WITH_OOM_FLAG
-
-    def extra_dockerd_args(self) -> list[str]:
-        expected = self.plan.dockerd.expected_oom_score_adj if self.plan else None
-        if self._config.dockerd.exact_args:
-            return []  # exactly the user's flags; the exec wrapper still sets the value
-        if self.oom_flag and expected is not None:  # the flag is gone since v26
-            user = self._config.dockerd.args
-            if not any(arg.startswith("--oom-score-adjust") for arg in user):
-                return [f"--oom-score-adjust={expected}"]
-        return []
-
-    def wrap(self, argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
-        from supervisor.policy import wrap_argv
-
-        if self.plan is None:
-            return list(argv)
-        return wrap_argv(self.plan, argv, env=env)
+        task_status.started()
+        await anyio.sleep_forever()
 
     def observe_line(self, line: DockerdLine) -> None:
         """dockerd output observer: decode runc's policy refusals."""
@@ -149,11 +88,11 @@ class PolicyService:
             )
             explained = dataclasses.replace(explained, requested=requested)
         self.runtime_errors += 1
-        name, labels = explained.metric()
-        if name == "dind_rlimit_errors_total":
-            self._metrics.rlimit_errors.labels(**labels).inc()
+        self.last_runtime_error = explained.as_event()
+        if explained.refused_by_wrapper:
+            self._metrics.policy_errors.labels(kind="refused", resource=explained.resource).inc()
         else:
-            self._metrics.policy_errors.labels(**labels).inc()
+            self._metrics.rlimit_errors.labels(resource=explained.resource).inc()
         self._log.error("container_policy_refused", **explained.as_event())
 
     def processes(self) -> dict[str, int | str]:
@@ -223,6 +162,7 @@ class PolicyService:
             "rlimits": rlimits,
             "deviations": [d["message"] for d in self.deviations],
             "runtime_errors": self.runtime_errors,
+            "last_runtime_error": self.last_runtime_error,
         }
 
 
@@ -249,21 +189,15 @@ class PolicyCollector(Collector):
     def __init__(self, service: PolicyService) -> None:
         self._service = service
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         figures = self._service.figures()
-        rlimit = GaugeMetricFamily(
-            "dind_rlimit",
-            "Resource limit in force (+Inf: unlimited), by process, resource and soft/hard.",
-            labels=["process", "resource", "limit"],
-        )
+        rlimit = family(RLIMIT)
         shown = self._service.exported_resources()
         for labels, value in figures.rlimits:
             if labels[1] in shown:
                 rlimit.add_metric(list(labels), value)
         yield rlimit
-        oom = GaugeMetricFamily(
-            "dind_oom_score_adj", "oom_score_adj in force, by process.", labels=["process"]
-        )
+        oom = family(OOM_SCORE_ADJ)
         for process, value in figures.oom_score_adj:
             oom.add_metric([process], value)
         yield oom

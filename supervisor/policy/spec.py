@@ -6,10 +6,12 @@ and its validation; not what the kernel grants (plan.py) nor applying it (apply.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+from supervisor.config import Config, PolicyConfig
 from supervisor.errors import ConfigError
 from supervisor.policy.limits import (
     BY_NAME,
@@ -145,6 +147,17 @@ def parse_policy(
     if check:
         check_policy(policy, {key: source for key in mapping})
     return policy
+
+
+def policy_from_config(config: Config) -> Policy:
+    """The [policy] settings parsed, each key with its own source; raises ConfigError."""
+    values = {
+        f.name: value
+        for f in dataclasses.fields(PolicyConfig)
+        if (value := getattr(config.policy, f.name)) is not None
+    }
+    sources = {key: config.sources.get(f"policy.{key}", "default") for key in values}
+    return resolve_policy(values, sources)
 
 
 def resolve_policy(

@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from supervisor.findings import Finding, Severity
 
 if TYPE_CHECKING:
@@ -70,8 +68,6 @@ __all__ = [
 STEPS = ("sys_rw", "cgroup", "securityfs", "tmp", "rshared", "iptables")
 # docker:dind's switch for Docker-in-Kata, where /sys comes read-only.
 REMOUNT_SYS_RW_ENV = "DOCKER_REMOUNT_SYS_RW"
-
-_log = structlog.get_logger("supervisor.prepare")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -215,11 +211,11 @@ def prepare(
     cgroup_mode: str | None = None
 
     if env.get(REMOUNT_SYS_RW_ENV):
-        steps.append(_logged(prepare_sys_rw(mounts, dry_run=options.dry_run)))
+        steps.append(prepare_sys_rw(mounts, dry_run=options.dry_run))
     else:
-        steps.append(_logged(skipped(
+        steps.append(skipped(
             "sys_rw", f"/sys is left as it is ({REMOUNT_SYS_RW_ENV} is not set)"
-        )))
+        ))
     if options.cgroup:
         entries = parse_mountinfo(mounts.read_mountinfo())
         own = _read(f"{options.proc_root}/self/cgroup")
@@ -233,16 +229,16 @@ def prepare(
             dry_run=options.dry_run,
         )
         cgroup_mode = str(report.data.get("mode"))
-        steps.append(_logged(report))
+        steps.append(report)
     else:
-        steps.append(_logged(skipped("cgroup")))
+        steps.append(skipped("cgroup"))
 
     for name, enabled, run in (
         ("securityfs", options.securityfs, prepare_securityfs),
         ("tmp", options.tmp, partial(prepare_tmp, keep_visible=options.keep_visible)),
         ("rshared", options.rshared, prepare_rshared),
     ):
-        steps.append(_logged(run(mounts, dry_run=options.dry_run) if enabled else skipped(name)))
+        steps.append(run(mounts, dry_run=options.dry_run) if enabled else skipped(name))
 
     search_path = options.tool_path or os.pathsep.join(
         p for p in (env.get("PATH", ""), STANDARD_PATH) if p
@@ -256,7 +252,7 @@ def prepare(
         proc_root=options.proc_root,
         dry_run=options.dry_run,
     )
-    steps.append(_logged(ipt.report))
+    steps.append(ipt.report)
     return PrepareReport(
         steps=tuple(steps),
         cgroup_mode=cgroup_mode,
@@ -264,21 +260,3 @@ def prepare(
         iptables_dir=ipt.directory,
         dry_run=options.dry_run,
     )
-
-
-def _logged(report: StepReport) -> StepReport:
-    level = {
-        Severity.OK: _log.info,
-        Severity.INFO: _log.info,
-        Severity.WARNING: _log.warning,
-        Severity.ERROR: _log.error,
-    }[report.severity]
-    level(
-        "prepare_step_finished",
-        step=report.step,
-        outcome=str(report.outcome),
-        findings=[f.message for f in report.findings],
-        remedies=[f.remedy for f in report.findings if f.remedy],
-        **{k: v for k, v in report.data.items() if k not in ("step", "outcome")},
-    )
-    return report

@@ -6,13 +6,14 @@ Blocking by design: the agent runs it with ``anyio.to_thread.run_sync``.
 Does not own when to rotate (lifetime.py, rotation.py), cryptography
 (issue.py) or file mechanics (store.py).
 
-Layout (docker:dind's, plus two files of ours)::
+Layout (docker:dind's, plus three files of ours)::
 
     ca/cert.pem ca/key.pem          the signing CA (key 0600, folder 0700)
     ca/retired.pem                  earlier CA certificates, trusted until they expire
     server/{ca,cert,key}.pem        what dockerd loads (key 0600)
     client/{ca,cert,key}.pem        what clients load (key 0644 by default)
     .previous/<folder>/*.pem        the generation replaced last (one kept)
+    .dind-supervisor.json           the set as last written (manifest.py: fast restarts)
 
 Generations, and what a reader can see. Files are replaced one at a time
 (``client/`` and ``server/`` may be mount points, so folders cannot be
@@ -48,7 +49,7 @@ from cryptography import x509
 
 from supervisor.errors import CertificateError
 from supervisor.findings import Finding, Severity
-from supervisor.tls import store, usermanaged
+from supervisor.tls import manifest, store, usermanaged
 from supervisor.tls.issue import (
     PrivateKey,
     Role,
@@ -342,7 +343,11 @@ def converge(
                 remedy="put the CA key in ca/key.pem, or provide server/{ca,cert,key}.pem"
                 " (user-managed), or move ca/cert.pem away to get a new CA",
             )
-        return _Managed(certdir, spec, sans, now).run(force_leaves=force_leaves)
+        report = _Managed(certdir, spec, sans, now).run(force_leaves=force_leaves)
+        record = manifest.build(certdir, report, spec, sans)
+        if manifest.read(certdir) != record:
+            manifest.write(certdir, record)
+        return report
 
 
 def ensure(certdir: Path, spec: CertSpec, sans: SanSet, now: datetime) -> CertReport:

@@ -19,7 +19,7 @@ from supervisor.config import Config
 from supervisor.errors import EXIT_USAGE
 from supervisor.tls import certs, rotation, store
 from supervisor.tls.san import SanSet
-from supervisor.tls.service import sans_from_config, spec_from_config, utcnow
+from supervisor.tls.settings import sans_from_config, spec_from_config, utcnow
 
 
 def run_certs_command(action: str, *, certdir: Path | None, cfg: Config, as_json: bool) -> int:

@@ -8,7 +8,6 @@ Does not own files (store.py), nor when to issue (certs.py, lifetime.py).
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime
 from typing import Literal
 
@@ -18,8 +17,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from supervisor.errors import ConfigError
+from supervisor.tls.model import KeyType, parse_key_type
 from supervisor.tls.san import SanSet
+
+__all__ = ["KeyType", "parse_key_type"]
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
@@ -31,28 +32,6 @@ LEAF_COMMON_NAMES: dict[Role, str] = {
     "server": "docker:dind server",
     "client": "docker:dind client",
 }
-
-
-class KeyType(enum.StrEnum):
-    """Key algorithms the agent can issue (the value is the configuration name)."""
-
-    ECDSA_P256 = "ecdsa-p256"
-    RSA_2048 = "rsa-2048"
-    RSA_3072 = "rsa-3072"
-    RSA_4096 = "rsa-4096"
-
-
-def parse_key_type(value: str, *, key: str, source: str) -> KeyType:
-    try:
-        return KeyType(value.strip().lower())
-    except ValueError:
-        raise ConfigError(
-            key=key,
-            value=value,
-            source=source,
-            reason="unknown key type",
-            remedy="use one of " + ", ".join(k.value for k in KeyType),
-        ) from None
 
 
 def generate_key(kind: KeyType) -> PrivateKey:
@@ -93,10 +72,6 @@ def _spki(key: PublicKey | x509.Certificate) -> bytes:
 
 def key_matches(key: PrivateKey, cert: x509.Certificate) -> bool:
     return _spki(key.public_key()) == _spki(cert)
-
-
-def same_key(a: x509.Certificate, b: x509.Certificate) -> bool:
-    return _spki(a) == _spki(b)
 
 
 def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:

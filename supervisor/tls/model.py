@@ -8,19 +8,41 @@ decision or file access.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
-
-from supervisor.findings import Finding
-from supervisor.tls.issue import KeyType
+from supervisor.errors import ConfigError
+from supervisor.findings import Finding, Severity
 from supervisor.tls.lifetime import DEFAULT_FRACTION, DEFAULT_JITTER, check_aware, days_left
 from supervisor.tls.san import SanSet
 
-CERT_NAMES = ("ca", "server", "client")
+if TYPE_CHECKING:  # the agent reads reports without loading cryptography
+    from cryptography import x509
+
+
+class KeyType(enum.StrEnum):
+    """Key algorithms the agent can issue (the value is the configuration name)."""
+
+    ECDSA_P256 = "ecdsa-p256"
+    RSA_2048 = "rsa-2048"
+    RSA_3072 = "rsa-3072"
+    RSA_4096 = "rsa-4096"
+
+
+def parse_key_type(value: str, *, key: str, source: str) -> KeyType:
+    try:
+        return KeyType(value.strip().lower())
+    except ValueError:
+        raise ConfigError(
+            key=key,
+            value=value,
+            source=source,
+            reason="unknown key type",
+            remedy="use one of " + ", ".join(k.value for k in KeyType),
+        ) from None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -121,6 +143,55 @@ class CertReport:
     def cert(self, name: str) -> CertStatus | None:
         return next((c for c in self.certs if c.name == name), None)
 
+    def to_json(self) -> dict[str, Any]:
+        """For the worker process that does the cryptography for the agent."""
+        return {
+            "certdir": str(self.certdir),
+            "user_managed": self.user_managed,
+            "certs": [
+                {
+                    "name": c.name, "path": c.path, "serial": format(c.serial, "x"),
+                    "not_before": c.not_before.isoformat(), "not_after": c.not_after.isoformat(),
+                    "renew_at": c.renew_at.isoformat() if c.renew_at else None,
+                    "key_type": c.key_type, "sans": list(c.sans),
+                }
+                for c in self.certs
+            ],
+            "changes": [
+                {"cert": c.cert, "reason": c.reason, "old_serial": c.old_serial,
+                 "new_serial": c.new_serial}
+                for c in self.changes
+            ],
+            "written": list(self.written),
+            "backed_up": list(self.backed_up),
+            "findings": [f.as_dict() for f in self.findings],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CertReport:
+        return cls(
+            certdir=Path(data["certdir"]),
+            user_managed=bool(data["user_managed"]),
+            certs=tuple(
+                CertStatus(
+                    name=c["name"], path=c["path"], serial=int(c["serial"], 16),
+                    not_before=datetime.fromisoformat(c["not_before"]),
+                    not_after=datetime.fromisoformat(c["not_after"]),
+                    renew_at=datetime.fromisoformat(c["renew_at"]) if c["renew_at"] else None,
+                    key_type=c["key_type"], sans=tuple(c["sans"]),
+                )
+                for c in data["certs"]
+            ),
+            changes=tuple(CertChange(**c) for c in data["changes"]),
+            written=tuple(data["written"]),
+            backed_up=tuple(data["backed_up"]),
+            findings=tuple(
+                Finding(topic=f["topic"], severity=Severity[f["severity"].upper()],
+                        message=f["message"], remedy=f.get("remedy"))
+                for f in data["findings"]
+            ),
+        )
+
     @property
     def server_changed(self) -> bool:
         """dockerd reads server/ only at start, so any change there needs a restart."""
@@ -146,6 +217,8 @@ class CertInfo:
     def from_certificate(
         cls, cert: x509.Certificate, *, file: str, index: int, now: datetime
     ) -> CertInfo:
+        from cryptography import x509
+
         check_aware(now)
         try:
             is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca

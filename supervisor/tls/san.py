@@ -15,10 +15,12 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography import x509
+from typing import TYPE_CHECKING
 
 from supervisor.errors import ConfigError
+
+if TYPE_CHECKING:  # the launch stage computes SANs without loading cryptography
+    from cryptography import x509
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -57,6 +59,8 @@ class SanSet:
         return dns + ips
 
     def to_extension(self) -> x509.SubjectAlternativeName:
+        from cryptography import x509
+
         names: list[x509.GeneralName] = [x509.DNSName(n) for n in sorted(self.dns)]
         names += [
             x509.IPAddress(ip) for ip in sorted(self.ips, key=lambda a: (a.version, int(a)))
@@ -65,6 +69,8 @@ class SanSet:
 
     @classmethod
     def from_certificate(cls, cert: x509.Certificate) -> SanSet:
+        from cryptography import x509
+
         try:
             ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         except x509.ExtensionNotFound:

@@ -46,7 +46,8 @@ AGENT_ARGS = [
     "--liveness-failures", "2", "--liveness-kill-grace", "1",
     "--restart-healthy-after", "1", "--restart-backoff-initial", "0.2",
     "--restart-backoff-max", "1", "--restart-max-failures", "20",
-    "--restart-failure-window", "10s", "--dockerd-stop-timeout", "5",
+    "--restart-failure-window", "10s", "--restart-max-crashes", "200",
+    "--restart-crash-window", "10s", "--dockerd-stop-timeout", "5",
     "--tls-server-lifetime", f"{SERVER_LIFETIME:g}s",
 ]
 DATA_ROOT_SIZE = "64m"

@@ -120,16 +120,6 @@ def test_dockerd_that_cannot_start_backs_off_then_exit_1_with_its_error(
     assert "unknown flag: --no-such-flag" in failed[0]["error"]
 
 
-def test_agent_killed_by_signal_gives_128_plus_n(sandboxes: Callable[..., Sandbox]) -> None:
-    """When the agent dies of SIGKILL, PID 1 exits 128+9."""
-    box = sandboxes()
-    box.wait_ready()
-    agent = box.agent_pid()
-    assert agent is not None
-    os.kill(agent, signal.SIGKILL)
-    assert box.wait(timeout=15) == 137
-
-
 def test_config_error_exits_2_before_starting_anything(sandboxes: Callable[..., Sandbox]) -> None:
     """A bad setting exits 2 naming the key, the value and the source; dockerd never ran."""
     box = sandboxes(agent_args=["--restart-max-failures", "zero"])

@@ -205,7 +205,7 @@ def test_lock_excludes_a_holder_in_another_mount_namespace(
 PREFLIGHT_IN_NS = """
 import json, os, subprocess, sys
 from pathlib import Path
-from supervisor.dataroot import preflight
+from supervisor.dataroot.preflight import preflight
 
 setup = json.loads(sys.argv[1])
 for argv in setup["commands"]:

@@ -83,6 +83,6 @@ def test_another_program_replaces_the_agent_as_pid_1(sandboxes: Callable[..., Sa
     """`IMAGE sh -c ...` is exec'd as docker:dind does: it is PID 1, gets the default
     DOCKER_HOST, and its exit code is the container's."""
     box = sandboxes(command=[PYTHON, "-m", "supervisor", "run", "--", "sh", "-c",
-                             'echo "pid=$$ host=$DOCKER_HOST"; exit 7'])
+                             'echo "pid=$$ host=$DOCKER_HOST"; sleep 1; exit 7'])
     assert box.wait(timeout=30) == 7
     assert "pid=1 host=tcp://docker:2375" in box.log_text()

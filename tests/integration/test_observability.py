@@ -206,6 +206,10 @@ def tls_box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     try:
         box.start()
         box.wait_ready(timeout=60)
+        # The first container list follows readiness by a moment: the read-only tests
+        # below look at a settled agent.
+        poll(lambda: box.status()["containers"] is not None, timeout=20,
+             what="the first container list")
         yield box
     finally:
         box.destroy()

@@ -31,8 +31,8 @@ SHOW = "ulimit -Hn; ulimit -Sn; cat /proc/self/oom_score_adj"
 PRELUDE = """
 import json, os, subprocess, sys
 from supervisor.errors import PolicyError
-from supervisor.policy import (Facts, apply_to_agent, parse_policy, plan, read_facts,
-                               wrap_argv)
+from supervisor.policy import Facts, apply_to_agent, parse_policy, read_facts, wrap_argv
+from supervisor.policy.plan import plan
 """
 
 

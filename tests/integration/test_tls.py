@@ -191,7 +191,12 @@ def tls_version(box: Sandbox, **kwargs: Any) -> str | None:
     return result.stdout.strip() if result.returncode == 0 and result.stdout.strip() else None
 
 
-def wait_tls(box: Sandbox, timeout: float = 40) -> str:
+def wait_tls(box: Sandbox, timeout: float = 40, *, agent: bool = True) -> str:
+    # dockerd answers over TLS as soon as it runs, before the agent's own endpoint (which
+    # these tests read too) is up: the agent imports its HTTP stack while dockerd starts.
+    if agent:
+        box.wait_ready(timeout=timeout)
+
     def answered() -> str | None:
         if not box.alive:
             raise AssertionError(f"the agent exited ({box.returncode}):\n{box.log_tail()}")
@@ -377,7 +382,7 @@ def test_bare_dockerd_tls_ready_time_for_comparison(
     started = time.monotonic()
     box = sandboxes(command=argv, certs=certdir)
     first_ping = first_tls_ping(box, certdir) - started
-    assert wait_tls(box)
+    assert wait_tls(box, agent=False)
     figure(record_property, "bare_dockerd_start_to_tls_ping_s", round(first_ping, 3))
     figure(record_property, "bare_dockerd_start_to_tls_docker_version_s",
            round(time.monotonic() - started, 3))
@@ -464,7 +469,9 @@ def test_rotation_keeps_the_container_running_and_the_cli_working(
     figure(record_property, "rotation_api_gap_s", round(gap, 3))
     figure(record_property, "rotation_failed_pings", failures)
     figure(record_property, "rotation_probe_samples", len(samples))
-    assert failures >= 1, "the probe never saw the restart: sampling too coarse?"
+    # The agent holds dockerd's listening socket across the restart: calls made meanwhile
+    # wait in the kernel's backlog and are answered by the new dockerd, none is refused.
+    assert failures == 0, f"{failures} TLS calls failed during the rotation"
     assert box.dockerd_pid() != old_dockerd
 
     after = docker_tls(box, "inspect", "--format", fmt, container).stdout.split()

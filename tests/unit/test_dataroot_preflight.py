@@ -15,9 +15,9 @@ from supervisor.dataroot import (
     figures_from_statvfs,
     mount_for,
     parse_mountinfo,
-    preflight,
 )
 from supervisor.dataroot.mounts import MountinfoError
+from supervisor.dataroot.preflight import preflight
 from supervisor.findings import Severity
 
 pytestmark = pytest.mark.unit

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from supervisor.dockerd.lifecycle import RestartReason, State
 from supervisor.http import HttpEndpoint, build_app
 from supervisor.metrics import Metrics
+from supervisor.network import bind_listener
 
 pytestmark = pytest.mark.unit
 
@@ -57,7 +58,9 @@ async def client(agent: Agent) -> AsyncIterator[TestClient[Any, Any]]:
 @pytest.mark.anyio
 async def test_metrics_content_type_and_parses(client: TestClient[Any, Any], agent: Agent) -> None:
     """/metrics answers in the Prometheus text format, which the reference parser reads."""
-    agent.metrics.set_state(State.RUNNING)
+    agent.metrics.declare_states(s.value for s in State)
+    agent.metrics.declare_restart_reasons(r.value for r in RestartReason)
+    agent.metrics.set_state(State.RUNNING.value, ready=True)
     agent.metrics.dockerd_restarts.labels(reason=RestartReason.UNHEALTHY.value).inc(2)
     response = await client.get("/metrics")
     assert response.status == 200
@@ -180,15 +183,28 @@ def free_port() -> int:
 
 
 @pytest.mark.anyio
-async def test_endpoint_serves_until_cancelled(agent: Agent) -> None:
-    """HttpEndpoint.run reports started once it listens, serves, and stops on cancel."""
+async def test_endpoint_serves_until_cancelled(agent: Agent, tmp_path: Path) -> None:
+    """HttpEndpoint.run accepts on the bound TCP socket only once it serves, serves TCP and the
+    unix socket, stops on cancel, and serves again when restarted (the socket is kept)."""
     app = build_app(metrics=agent.metrics, is_ready=agent.is_ready, status=agent.status)
-    port = free_port()
+    sock = bind_listener("127.0.0.1", 0, listen=False)
+    port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}/healthz"
-    async with anyio.create_task_group() as tg:
-        await tg.start(HttpEndpoint(app, "127.0.0.1", port).run)
-        async with aiohttp.ClientSession() as session, session.get(url) as response:
-            assert response.status == 200
-        tg.cancel_scope.cancel()
+    with pytest.raises(OSError, match="connection attempts failed"):
+        await anyio.connect_tcp("127.0.0.1", port)  # bound, not yet accepting
+    path = tmp_path / "agent.sock"
+    endpoint = HttpEndpoint(app, sock=sock, unix_path=path)
+    for _restart in range(2):
+        async with anyio.create_task_group() as tg:
+            await tg.start(endpoint.run)
+            async with aiohttp.ClientSession() as session, session.get(url) as response:
+                assert response.status == 200
+            connector = aiohttp.UnixConnector(path=str(path))
+            async with aiohttp.ClientSession(connector=connector) as session, session.get(
+                "http://agent/healthz"
+            ) as response:
+                assert response.status == 200
+            tg.cancel_scope.cancel()
+    sock.close()
     with pytest.raises(OSError, match="connection attempts failed"):
         await anyio.connect_tcp("127.0.0.1", port)

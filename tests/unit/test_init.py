@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 PRELUDE = textwrap.dedent(
     """
     import ctypes, json, os, signal, sys, time
-    from supervisor import init
+    from supervisor import fdstore, init
 
     def become_subreaper():
         libc = ctypes.CDLL(None, use_errno=True)
@@ -145,49 +145,162 @@ def test_run_returns_agent_code_and_reaps_orphans() -> None:
 EXIT_CODES = """
 become_subreaper()
 
-def by_sigkill():
-    os.kill(os.getpid(), signal.SIGKILL)
-    return 0
-
-def by_sigterm_default():
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGTERM)
-    return 0
-
 def by_sys_exit_5():
     sys.exit(5)
-
-def by_crash():
-    raise RuntimeError("boom in the agent")
 
 def returns_zero():
     return 0
 
-results = {f.__name__: init.run(f) for f in (
-    by_sigkill, by_sigterm_default, by_sys_exit_5, by_crash, returns_zero)}
+def bare_sys_exit():
+    sys.exit()
+
+results = {f.__name__: init.run(f) for f in (by_sys_exit_5, returns_zero, bare_sys_exit)}
 print(json.dumps(results))
 """
 
 
 def test_run_exit_codes() -> None:
-    """The agent's code passes through; SIGKILL gives 137, TERM 143; a crash gives 1."""
+    """An agent that ends by itself ends PID 1 with its code (a bare sys.exit() is 0)."""
     result = run_script(EXIT_CODES)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {
-        "by_sigkill": 137,
-        "by_sigterm_default": 143,
-        "by_sys_exit_5": 5,
-        "by_crash": 1,
-        "returns_zero": 0,
-    }
-    assert "agent crashed" in result.stderr
-    assert "boom in the agent" in result.stderr
+    assert json.loads(result.stdout) == {"by_sys_exit_5": 5, "returns_zero": 0,
+                                         "bare_sys_exit": 0}
 
 
-def test_run_sys_exit_without_code_is_zero() -> None:
-    """An agent ending with a bare sys.exit() exits 0, as Python itself would."""
-    result = run_script("print(init.run(lambda: sys.exit()))")
-    assert result.stdout.strip() == "0", result.stderr
+DEATHS = """
+become_subreaper()
+mode, log = sys.argv[1], sys.argv[2]
+
+def agent():
+    restarts = int(os.environ[fdstore.RESTARTS_ENV])
+    role = os.environ[fdstore.ROLE_ENV]
+    with open(log, "a") as f:
+        f.write(f"{role} {restarts}\\n")
+    if mode == "always" or restarts == 0:
+        if mode == "crash":
+            raise RuntimeError("boom in the agent")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return 4
+
+print(json.dumps(init.run(agent)))
+"""
+
+
+def _deaths(tmp_path: Path, mode: str) -> tuple[int, list[str], list[dict[str, object]]]:
+    log = tmp_path / "starts.txt"
+    result = run_script(DEATHS, mode, str(log))
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    return json.loads(result.stdout), log.read_text().splitlines(), events
+
+
+def test_a_killed_agent_is_restarted_and_counted(tmp_path: Path) -> None:
+    """kill -9 of the agent: PID 1 logs one agent_died line and starts a new agent (told it is
+    restart 1), whose code is PID 1's."""
+    code, starts, events = _deaths(tmp_path, "once")
+    assert code == 4
+    assert starts == ["run 0", "run 1"]
+    [died] = [e for e in events if e["event"] == "agent_died"]
+    assert (died["signal"], died["exit_code"], died["component"]) == ("SIGKILL", 137, "init")
+
+
+def test_a_crashed_agent_is_restarted(tmp_path: Path) -> None:
+    """An uncaught exception in the agent is a death too (exit 70), with its traceback."""
+    code, starts, events = _deaths(tmp_path, "crash")
+    assert code == 4
+    assert starts == ["run 0", "run 1"]
+    assert [e["exit_code"] for e in events if e["event"] == "agent_died"] == [70]
+
+
+def test_agent_restarts_are_bounded(tmp_path: Path) -> None:
+    """More than restart_limit (5) deaths: one last agent only to stop dockerd, then exit 1."""
+    code, starts, events = _deaths(tmp_path, "always")
+    assert code == 1
+    assert starts == [f"run {n}" for n in range(6)] + ["stop 5"]
+    assert [e["event"] for e in events if e["event"] != "dockerd_stopped_by_init"] == [
+        *["agent_died"] * 6, "agent_restarts_exhausted", "agent_died",
+    ]
+
+
+HANDOVER = """
+become_subreaper()
+log = sys.argv[1]
+
+def agent():
+    restarts = int(os.environ[fdstore.RESTARTS_ENV])
+    depositor = fdstore.Depositor.from_env(os.environ)
+    inherited = fdstore.inherited(os.environ)
+    if restarts == 0:
+        read_end, write_end = os.pipe()
+        os.write(write_end, b"kept by PID 1")
+        os.close(write_end)
+        depositor.store("keep", read_end)
+        # A stand-in for dockerd: it outlives this agent and exits 7 when told. (Like the
+        # exec wrapper, it unblocks what PID 1 blocked for its children.)
+        child = subprocess.Popen([sys.executable, "-c", "import signal, sys, time;"
+            "signal.signal(signal.SIGTERM, lambda *a: sys.exit(7));"
+            "signal.pthread_sigmask(signal.SIG_SETMASK, []); time.sleep(60)"])
+        depositor.set(dockerd_pid=child.pid, stop_timeout=5)
+        depositor.store("dockerd", os.pidfd_open(child.pid))
+        time.sleep(0.3)  # let the child install its handler
+        os.kill(os.getpid(), signal.SIGKILL)
+    names = dict(inherited)
+    kept = os.read(names["keep"], 100).decode()
+    os.kill(int(fdstore.pidfd_pid(names["dockerd"])), signal.SIGTERM)
+    sock = depositor.sock
+    sock.setblocking(True)
+    sock.settimeout(10)
+    exited = sock.recv(100).decode()
+    with open(log, "w") as f:
+        json.dump({"names": sorted(names), "kept": kept, "exited": exited.split()[0],
+                   "status": os.waitstatus_to_exitcode(int(exited.split()[2]))}, f)
+    return 0
+
+print(json.dumps(init.run(agent)))
+"""
+
+
+def test_descriptors_and_dockerds_exit_outlive_the_agent(tmp_path: Path) -> None:
+    """What an agent deposits reaches the next one at fds 3.. (LISTEN_FDNAMES), and the exit
+    status of the dockerd it left (now PID 1's child) is reported back (EXITED)."""
+    log = tmp_path / "handover.json"
+    result = run_script("import subprocess\n" + HANDOVER, str(log))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == 0
+    record = json.loads(log.read_text())
+    assert record["names"] == ["dockerd", "keep"]
+    assert record["kept"] == "kept by PID 1"
+    assert (record["exited"], record["status"]) == ("EXITED", 7)
+
+
+LAST_RESORT = """
+become_subreaper()
+log = sys.argv[1]
+
+def agent():
+    depositor = fdstore.Depositor.from_env(os.environ)
+    if int(os.environ[fdstore.RESTARTS_ENV]) == 0 and os.environ[fdstore.ROLE_ENV] == "run":
+        child = subprocess.Popen([sys.executable, "-c", "import signal, sys, time;"
+            f"signal.signal(signal.SIGTERM, lambda *a: (open({log!r}, 'w').write('TERM'),"
+            " sys.exit(0))); signal.pthread_sigmask(signal.SIG_SETMASK, []); time.sleep(60)"])
+        depositor.set(dockerd_pid=child.pid, stop_timeout=5, restart_limit=0)
+        depositor.store("dockerd", os.pidfd_open(child.pid))
+        time.sleep(0.3)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+print(json.dumps(init.run(agent)))
+"""
+
+
+def test_init_stops_dockerd_itself_when_no_agent_can(tmp_path: Path) -> None:
+    """restart_limit 0 and the stop agent dead too: PID 1 sends dockerd its TERM itself,
+    waits for it, and exits 1 (never leaving it to the kernel's SIGKILL)."""
+    log = tmp_path / "term.txt"
+    result = run_script("import subprocess\n" + LAST_RESORT, str(log))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == 1
+    assert log.read_text() == "TERM"
+    assert "dockerd_stopped_by_init" in result.stderr
 
 
 # run(): signal forwarding ------------------------------------------------------------

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from supervisor.config import load
 from supervisor.dockerd.lifecycle import (
     Action,
+    Adopted,
     DeadlinePassed,
     Event,
     Exited,
@@ -133,15 +134,77 @@ def test_exit_of_healthy_daemon_restarts_at_once() -> None:
     assert d.m.last_exit == -9
 
 
-def test_exit_of_young_daemon_is_a_failure_with_backoff() -> None:
-    """A dockerd that dies before healthy_after counts as a failure and waits backoff_initial."""
+def test_exit_of_young_ready_daemon_is_a_crash_with_backoff() -> None:
+    """A dockerd that became ready and died before healthy_after is a crash, not a failed
+    start: it waits backoff_initial, and counts against max_crashes only."""
     d = Driver()
     d.started_and_ready()
     assert d.after(2.0, Exited(1)) == []
     assert d.m.state is State.BACKOFF
     assert d.m.deadline == pytest.approx(d.now + TIMING.backoff_initial)
-    assert len(d.m.failures) == 1
+    assert (len(d.m.crashes), len(d.m.failures)) == (1, 0)
     assert d.m.alive is False
+
+
+def test_crashes_of_a_ready_daemon_do_not_exhaust_failed_starts() -> None:
+    """max_failures young crashes in a row (each ready first) do not give up: failed starts
+    and crashes are counted apart."""
+    d = Driver()
+    d.started_and_ready()
+    for _ in range(TIMING.max_failures + 1):
+        assert d.after(1.0, Exited(-9)) == []  # young: backed off
+        assert d.deadline() == [Spawn(RestartReason.EXIT)]
+        assert d.after(0.5, Ready()) == []
+    assert not d.m.finished
+    assert len(d.m.crashes) == TIMING.max_failures + 1
+
+
+def test_crash_loop_of_a_ready_daemon_is_bounded() -> None:
+    """max_crashes deaths of a ready dockerd within crash_window give up (exit 1, crashes)."""
+    timing = dataclasses.replace(TIMING, max_crashes=3, crash_window=600.0)
+    d = Driver(timing)
+    d.started_and_ready()
+    finish: list[Action] = []
+    for _ in range(3):
+        finish = d.after(20.0, Exited(-9))  # served 20 s: restarted at once, still counted
+        if d.m.finished:
+            break
+        assert finish == [Spawn(RestartReason.EXIT)]
+        assert d.after(0.5, Ready()) == []
+    assert finish == [Finish(1, gave_up=True, crashes=True)]
+    assert d.m.state is State.FATAL
+
+
+def test_crashes_older_than_the_crash_window_are_forgotten() -> None:
+    """A crash every now and then over days never gives up."""
+    timing = dataclasses.replace(TIMING, max_crashes=2, crash_window=60.0)
+    d = Driver(timing)
+    d.started_and_ready()
+    for _ in range(10):
+        assert d.after(3600.0, Exited(-9)) == [Spawn(RestartReason.EXIT)]
+        assert d.after(0.5, Ready()) == []
+    assert not d.m.finished
+
+
+def test_adopted_daemon_starts_in_starting_without_spawn() -> None:
+    """A dockerd already running (launched before the loop, or taken over) enters STARTING
+    without a Spawn, with the start deadline, and becomes RUNNING on Ready."""
+    d = Driver()
+    assert d.at(0.0, Adopted()) == []
+    assert (d.m.state, d.m.alive) == (State.STARTING, True)
+    assert d.m.deadline == pytest.approx(TIMING.start_timeout)
+    assert d.after(0.2, Ready()) == []
+    assert d.m.state is State.RUNNING
+    assert d.after(30.0, Exited(-9)) == [Spawn(RestartReason.EXIT)]
+
+
+def test_exit_with_unknown_code_is_handled_like_any_exit() -> None:
+    """An adopted dockerd whose exit status PID 1 could not report (None) still restarts."""
+    d = Driver()
+    d.at(0.0, Adopted())
+    d.after(0.2, Ready())
+    assert d.after(30.0, Exited(None)) == [Spawn(RestartReason.EXIT)]
+    assert d.m.last_exit is None
 
 
 def test_backoff_delays_grow_geometrically_then_cap() -> None:
@@ -284,13 +347,14 @@ def test_pings_ignored_while_starting() -> None:
     assert d.m.state is State.STARTING
 
 
-def test_young_unhealthy_daemon_counts_as_failure() -> None:
-    """A dockerd that hangs before healthy_after is a failed start and backs off."""
+def test_young_unhealthy_daemon_counts_as_crash() -> None:
+    """A dockerd that hangs before healthy_after (after being ready) is a crash and backs off."""
     d = Driver(dataclasses.replace(TIMING, liveness_failures=1))
     d.started_and_ready()
     assert d.after(1.0, PingFailed()) == [Terminate()]
     assert d.after(0.5, Exited(0)) == []
     assert d.m.state is State.BACKOFF
+    assert len(d.m.crashes) == 1
     assert d.deadline() == [Spawn(RestartReason.UNHEALTHY)]
 
 
@@ -459,7 +523,7 @@ EVENT_CHOICES: list[Event] = [
     *[PingFailed()] * 5,
     *[PingSucceeded()] * 2,
     *[DeadlinePassed()] * 5,
-    *[Exited(code) for code in (0, 1, 2, -9, -15)],
+    *[Exited(code) for code in (0, 1, 2, -9, -15, None)],
     *[RestartRequested(reason) for reason in RestartReason],
     Start(),
     StopRequested(),
@@ -482,6 +546,8 @@ TIMINGS = st.builds(
     healthy_after=st.sampled_from([0.0, 10.0]),
     max_failures=st.integers(1, 8),
     failure_window=st.sampled_from([5.0, 120.0]),
+    max_crashes=st.integers(1, 8),
+    crash_window=st.sampled_from([5.0, 600.0]),
     liveness_failures=st.integers(1, 4),
 )
 
@@ -532,6 +598,7 @@ def check_step(
     if m.state is State.STOPPING and not m.killed:
         assert m.deadline is not None, "STOPPING without deadline before KILL"
     assert len(m.failures) <= m.timing.max_failures
+    assert len(m.crashes) <= m.timing.max_crashes
     assert m.finished == (model.finished is not None)
 
 
@@ -549,7 +616,8 @@ def test_random_sequences_keep_invariants(timing: Timing, data: st.DataObject) -
     m = Machine(timing=timing)
     model = Model()
     now = 0.0
-    event: Event = Start()
+    # The first dockerd is spawned by the machine, or already running (Adopted).
+    event: Event = data.draw(st.sampled_from([Start(), Adopted()]))
     after_finish = 0
     for _ in range(80):
         was_alive = model.alive
@@ -560,9 +628,12 @@ def test_random_sequences_keep_invariants(timing: Timing, data: st.DataObject) -
         else:
             if isinstance(event, StopRequested) and model.finished is None:
                 model.stop_requested = True
+            stopped = m.state is State.STOPPED
             m, actions = next_state(m, event, now)
             if isinstance(event, Exited):
                 model.alive = False  # the world: that process is gone
+            if isinstance(event, Adopted) and stopped:
+                model.alive = True  # the world: that process was running already
             check_step(model, m, event, actions, was_alive=was_alive)
         if model.finished is not None:
             after_finish += 1

@@ -129,7 +129,8 @@ def test_real_rlimit_error_is_decoded(proc: Path) -> None:
     assert "above dockerd's 20000" in error.message
     assert "--ulimit nofile=20000:20000 or less" in error.remedy
     assert "--ulimit nofile=1048576:1048576" in error.remedy
-    assert error.metric() == ("dind_rlimit_errors_total", {"resource": "nofile"})
+    assert not error.refused_by_wrapper  # dind_rlimit_errors_total{resource="nofile"}
+    assert error.resource == "nofile"
     assert error.as_event()["rlimit_type"] == 7
 
 
@@ -175,7 +176,8 @@ def test_oom_errors_are_decoded(proc: Path) -> None:
     assert probable.certain is False
     assert probable.message.startswith("most likely")
     assert probable.container_id is not None
-    assert probable.metric() == ("dind_rlimit_errors_total", {"resource": "oom_score_adj"})
+    assert not probable.refused_by_wrapper
+    assert probable.resource == "oom_score_adj"
     fake_process(proc, 44, capeff=ALL_CAPS)
     assert explain_runtime_error(REAL_OOM_LINE, proc_root=proc, dockerd_pid=44) is None
 
@@ -189,8 +191,7 @@ def test_wrapper_refusals_are_recognised() -> None:
     error = explain_runtime_error(line)
     assert error is not None
     assert (error.kind, error.resource, error.requested) == ("refused", "nofile", "30000:30000")
-    assert error.metric() == ("dind_policy_errors_total",
-                              {"kind": "refused", "resource": "nofile"})  # fmt: skip
+    assert error.refused_by_wrapper  # dind_policy_errors_total{kind="refused"}
     oom = explain_runtime_error(
         "dind-supervisor policy: refused: cannot set oom_score_adj to -500 of dockerd:"
         " Permission denied (errno 13); continuing (best-effort)"

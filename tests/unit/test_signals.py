@@ -1,4 +1,4 @@
-"""Tests for the agent's signal table (supervisor.app.signal_action), called directly."""
+"""Tests for the agent's signal table (supervisor.signals.signal_action), called directly."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import signal
 
 import pytest
 
-from supervisor.app import SIGNAL_ACTIONS, SignalAction, signal_action
 from supervisor.init import FORWARDED
+from supervisor.signals import SIGNAL_ACTIONS, SignalAction, signal_action
 
 pytestmark = pytest.mark.unit
 

@@ -19,6 +19,7 @@ from supervisor.errors import CertificateError
 from supervisor.findings import Severity
 from supervisor.tls import certs
 from supervisor.tls.issue import KeyType
+from supervisor.tls.manifest import MANIFEST_NAME
 from supervisor.tls.model import CertSpec
 from supervisor.tls.san import SanSet
 
@@ -33,6 +34,7 @@ LAYOUT = {
     "client/ca.pem": 0o644,
     "client/cert.pem": 0o644,
     "client/key.pem": 0o644,
+    MANIFEST_NAME: 0o644,  # the record of the set, for fast restarts (tls/manifest.py)
 }
 
 
@@ -111,6 +113,7 @@ def test_changed_address_reissues_server_only(certdir: Path, spec: CertSpec) -> 
     changed = {rel for rel in after if before.get(rel) != after[rel]}
     assert changed == {
         "server/cert.pem",
+        MANIFEST_NAME,
         ".previous/server/ca.pem",
         ".previous/server/cert.pem",
         ".previous/server/key.pem",
@@ -259,7 +262,9 @@ def test_existing_key_type_kept_with_info(certdir: Path) -> None:
     certs.ensure(certdir, CertSpec(), SANS, NOW)
     before = snapshot(certdir)
     report = certs.ensure(certdir, CertSpec(key_type=KeyType.RSA_2048), SANS, NOW)
-    assert snapshot(certdir) == before
+    after = snapshot(certdir)
+    # Only the record follows the new setting (so the next start takes the fast path).
+    assert {rel for rel in after if before.get(rel) != after[rel]} == {MANIFEST_NAME}
     assert any("existing keys are kept" in f.message for f in report.findings)
 
 

@@ -1,0 +1,402 @@
+"""The launch: what must hold before dockerd starts, done before the event loop exists.
+
+Time to ready is the time to dockerd's spawn plus dockerd's own start. So
+the agent does only what must precede dockerd, synchronously and with the
+standard library plus its own light modules: anyio, structlog,
+prometheus_client and aiohttp are imported afterwards, while dockerd starts.
+In order:
+
+1. everything that can refuse the configuration (the resource policy,
+   DOCKER_TLS_SAN), before anything is touched;
+2. the data root's lock (a second agent leaves having touched nothing);
+   its free space (a full disk is refused here, not 77 s later);
+3. the resource policy applied to the agent (strict mode refuses here);
+4. the container preparation (as a container's PID 1): cgroups, mounts,
+   iptables;
+5. the certificates: their record (``tls.manifest``) proves in microseconds
+   that the set is unchanged and not due; otherwise they are issued here;
+6. dockerd's sockets, held by the agent (listening once the client
+   certificates exist);
+7. dockerd's spawn, unless a TERM/INT/QUIT is already waiting (then nothing
+   is started).
+
+An agent that follows one that died (``fdstore``) finds the lock, the
+sockets and the running dockerd among its inherited descriptors and takes
+them over instead; the container is not prepared again.
+
+Log events are kept in an ``EarlyLog`` until structlog is loaded, then
+emitted with their own timestamps.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import socket
+import time
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from supervisor import fdstore, state
+from supervisor.config import Config
+from supervisor.dataroot.disk import DiskFigures, disk_figures
+from supervisor.dataroot.ownership import DataRootLock, Holder, acquire, adopt_lock, read_marker
+from supervisor.dataroot.pidfiles import PidFileAction, clean_stale_pid_files
+from supervisor.dockerd import listeners as held_sockets
+from supervisor.dockerd import version
+from supervisor.dockerd.process import build_argv
+from supervisor.dockerd.spawner import Incarnation, Spawner, dockerd_environment
+from supervisor.init import ROLE_RUN, ROLE_STOP, STOP_SIGNALS
+from supervisor.network import detect_mtu
+from supervisor.policy.plan import Plan, PolicyDeviation, plan, strict_error
+from supervisor.policy.spec import Mode, Policy
+from supervisor.tls.files import TlsFiles
+from supervisor.tls.manifest import Manifest, fast_check
+from supervisor.tls.model import CertReport
+from supervisor.tls.san import SanSet
+from supervisor.tls.settings import sans_from_config, spec_from_config, utcnow
+
+LOCK_NAME = "data-root-lock"
+LISTENER_NAME = "listener"
+
+
+class EarlyLog:
+    """Log events kept until structlog is configured (its import alone takes ~40 ms)."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[float, str, str, dict[str, Any]]] = []
+        self.flushed = False
+
+    def log(self, level: str, event: str, **fields: Any) -> None:
+        self.records.append((time.time(), level, event, fields))
+
+    def info(self, event: str, **fields: Any) -> None:
+        self.log("info", event, **fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self.log("warning", event, **fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self.log("error", event, **fields)
+
+    def flush(self) -> None:
+        """Emit every kept event through structlog, each with the time it happened."""
+        from supervisor.logs import get_logger
+
+        for stamp, level, event, fields in self.records:
+            moment = dt.datetime.fromtimestamp(stamp, dt.UTC).isoformat().replace("+00:00", "Z")
+            getattr(get_logger(), level)(event, timestamp=moment, **fields)
+        self.records.clear()
+        self.flushed = True
+
+
+@dataclass(slots=True)
+class Launched:
+    """What the launch made ready, handed to the agent's parts."""
+
+    config: Config
+    role: str
+    under_init: bool
+    policy: Policy
+    plan: Plan
+    deviations: list[PolicyDeviation]
+    lock: DataRootLock | None
+    previous_run: Holder | None
+    disk: DiskFigures | None
+    listeners: held_sockets.Listeners
+    spawner: Spawner
+    depositor: fdstore.Depositor
+    log: EarlyLog
+    agent_restarts: int = 0
+    takeover: bool = False
+    prepare: dict[str, Any] | None = None
+    prepare_env: dict[str, str] = field(default_factory=dict)
+    sans: SanSet | None = None
+    certs: CertReport | None = None
+    manifest: Manifest | None = None
+    incarnation: Incarnation | None = None
+    stop_pending: bool = False
+    milestones: dict[str, float] = field(default_factory=dict)
+    inherited: list[tuple[str, int]] = field(default_factory=list)
+    http_socket: socket.socket | None = None
+
+    def milestone(self, name: str) -> None:
+        self.milestones[name] = time.time()
+
+
+def _stop_pending() -> bool:
+    """A TERM/INT/QUIT is waiting (still blocked): the user wants us gone, not dockerd started."""
+    return bool(signal.sigpending() & STOP_SIGNALS)
+
+
+def launch(
+    config: Config, policy: Policy, *, under_init: bool, env: MutableMapping[str, str],
+    log: EarlyLog,
+) -> Launched:
+    """Everything before dockerd's spawn; raises SupervisorError (with its exit code)."""
+    started = time.time()
+    role = env.pop(fdstore.ROLE_ENV, ROLE_RUN)
+    raw_restarts = env.pop(fdstore.RESTARTS_ENV, "0")
+    depositor = fdstore.Depositor.from_env(env)
+    inherited = fdstore.inherited(env)
+    takeover = any(name == "dockerd" for name, _fd in inherited) or role == ROLE_STOP
+    # 1. Refuse bad configuration before anything is touched (the policy was, by the CLI).
+    sans = sans_from_config(config) if config.tls_enabled else None
+    depositor.set(
+        restart_limit=config.agent.restart_limit,
+        restart_window=config.agent.restart_window,
+        stop_timeout=config.dockerd.stop_timeout,
+    )
+    http_socket = _bind_http(config)
+    # 2. The data root: ours alone, with room to work.
+    data_root = Path(config.dockerd.data_root)
+    lock, previous = _take_data_root(config, depositor, inherited, takeover)
+    disk = _check_disk(config, log)
+    # 3. The policy, for the agent now and dockerd at its spawn.
+    planned, deviations = _apply_policy(policy, log, under_init)
+    milestones = {"agent_started": started}
+    saved = state.read(Path(config.agent.state_dir)) if takeover else {}
+    # 4. The container, as docker:dind's scripts prepare it (once per container).
+    prepared: dict[str, Any] | None = None
+    prepare_env: dict[str, str] = {}
+    if takeover and "prepare" in saved:
+        prepared, prepare_env = saved.get("prepare"), dict(saved.get("prepare_env") or {})
+    elif _should_prepare(config, under_init):
+        prepared, prepare_env = _prepare(config, log, env)
+    if not takeover:
+        _clean_pid_files(config, log)
+    milestones["prepared"] = time.time()
+    # 5. Certificates.
+    certs: CertReport | None = None
+    record: Manifest | None = None
+    if config.tls_enabled and sans is not None:
+        certs, record = _certificates(config, log, sans, takeover=takeover)
+        milestones["certificates_ready"] = time.time()
+    # 6. dockerd's sockets: held by us, listening once the client certificates exist.
+    held = held_sockets.plan(config, tls=config.tls_enabled)
+    inherited_sockets = [socket.socket(fileno=fd) for name, fd in inherited
+                         if name == LISTENER_NAME]
+    listeners = held_sockets.open_listeners(held, config, inherited_sockets)
+    if not held.active and held.why_not:
+        log.info("sockets_not_held", reason=held.why_not)
+    if not config.tls_enabled or TlsFiles.of(config.tls.certdir, "client").all_present():
+        listeners.listen()
+    for item in listeners.items:
+        if not item.adopted:
+            depositor.store(LISTENER_NAME, item.fileno())
+    spawner = _spawner(config, planned, prepare_env, listeners=listeners, depositor=depositor,
+                       env=env, data_root=data_root)
+    launched = Launched(
+        config=config, role=role, under_init=under_init, policy=policy, plan=planned,
+        deviations=deviations, lock=lock, previous_run=previous, disk=disk,
+        listeners=listeners, spawner=spawner, depositor=depositor, log=log,
+        agent_restarts=int(raw_restarts) if raw_restarts.isdigit() else 0, takeover=takeover,
+        prepare=prepared, prepare_env=prepare_env, sans=sans, certs=certs, manifest=record,
+        milestones=milestones, inherited=inherited, http_socket=http_socket,
+    )
+    # 7. dockerd: adopted, or started now unless a stop is already waiting.
+    if takeover:
+        launched.incarnation = spawner.adopt(inherited, int(saved.get("incarnation", 0)) + 1)
+        if launched.incarnation is not None:
+            log.info("dockerd_taken_over", pid=launched.incarnation.process.pid,
+                     agent_restarts=launched.agent_restarts)
+    if launched.incarnation is None and role != ROLE_STOP:
+        if _stop_pending():
+            launched.stop_pending = True
+            log.info("dockerd_not_started", reason="a stop signal arrived during start-up")
+        else:
+            state.update(Path(config.agent.state_dir), incarnation=1)
+            launched.incarnation = spawner.spawn(1)
+            launched.milestone("dockerd_spawned")
+            log.info("dockerd_started", component="dockerd", pid=launched.incarnation.process.pid,
+                     argv=spawner.last_argv, wrapped=spawner.last_wrapped,
+                     seconds_since_agent_start=round(time.time() - started, 3))
+    return launched
+
+
+def _bind_http(config: Config) -> socket.socket | None:
+    """The endpoint's TCP port, bound now (a busy port is a configuration error before
+    anything runs) but accepting only once the endpoint serves, after dockerd's spawn."""
+    from supervisor.config import parse_listen
+    from supervisor.errors import ConfigError
+    from supervisor.network import bind_listener
+
+    address = config.http.listen
+    if not address:
+        return None
+    try:
+        return bind_listener(*parse_listen(address), listen=False)
+    except OSError as exc:
+        raise ConfigError(
+            key="http.listen",
+            value=address,
+            source=config.sources.get("http.listen", "default"),
+            reason=f"cannot listen there: {exc.strerror or exc}",
+            remedy="free that port or set --http-listen to another address"
+            " (an empty value turns the endpoint off)",
+        ) from None
+
+
+def _take_data_root(
+    config: Config, depositor: fdstore.Depositor,
+    inherited: list[tuple[str, int]], takeover: bool,
+) -> tuple[DataRootLock | None, Holder | None]:
+    data_root = Path(config.dockerd.data_root)
+    lock: DataRootLock | None = None
+    if config.dataroot.lock:
+        adopted = next((fd for name, fd in inherited if name == LOCK_NAME), None)
+        if adopted is not None:
+            lock = adopt_lock(data_root, adopted, pid=os.getpid())
+        else:
+            lock = acquire(
+                data_root,
+                host=socket.gethostname(),
+                now=dt.datetime.now(dt.UTC),
+                pid=os.getpid(),
+                check_daemon_locks=config.dataroot.check_daemon_locks and not takeover,
+            )
+            depositor.store(LOCK_NAME, lock.fileno())
+    previous = None if takeover else read_marker(data_root)
+    return lock, previous
+
+
+def _check_disk(config: Config, log: EarlyLog) -> DiskFigures | None:
+    try:
+        return disk_figures(Path(config.dockerd.data_root))
+    except OSError as exc:
+        log.warning("data_root_statvfs_failed", path=str(config.dockerd.data_root),
+                    error=exc.strerror or str(exc))
+        return None
+
+
+def _apply_policy(
+    policy: Policy, log: EarlyLog, under_init: bool
+) -> tuple[Plan, list[PolicyDeviation]]:
+    from supervisor.policy.apply import apply_to_agent
+    from supervisor.policy.probe import read_facts
+
+    facts = read_facts(init_pid=1 if under_init else None)
+    planned = plan(policy, facts, check=False)
+    if planned.deviations and policy.mode is Mode.STRICT:
+        raise strict_error(planned.deviations)
+    refused = apply_to_agent(planned)
+    for deviation in planned.deviations:
+        log.warning("policy_clamped", **deviation.as_event())
+    for deviation in refused:
+        log.warning("policy_refused", **deviation.as_event())
+    log.info(
+        "policy_applied",
+        mode=policy.mode.value,
+        deviations=len(planned.deviations) + len(refused),
+        dockerd_oom_score_adj=planned.dockerd.expected_oom_score_adj,
+    )
+    return planned, [*planned.deviations, *refused]
+
+
+def _should_prepare(config: Config, under_init: bool) -> bool:
+    enabled = config.prepare.enabled
+    return enabled == "true" or (enabled == "auto" and under_init)
+
+
+def _prepare(
+    config: Config, log: EarlyLog, env: MutableMapping[str, str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    from supervisor.prepare import dockerd_env, options_from_config, prepare
+
+    report = prepare(options_from_config(config), env=env)
+    prepared, prepare_env = report.as_dict(), dockerd_env(report, env)
+    for step in report.steps:
+        level = {"error": "error", "warning": "warning"}.get(str(step.severity), "info")
+        log.log(
+            level, "prepare_step_finished", step=step.step, outcome=str(step.outcome),
+            findings=[f.message for f in step.findings],
+            remedies=[f.remedy for f in step.findings if f.remedy],
+            **{k: v for k, v in step.data.items() if k not in ("step", "outcome")},
+        )
+    state.update(Path(config.agent.state_dir), prepare=prepared, prepare_env=prepare_env)
+    return prepared, prepare_env
+
+
+def _clean_pid_files(config: Config, log: EarlyLog) -> None:
+    if not config.dataroot.clean_pid_files:
+        return
+    paths = (Path(config.dockerd.pidfile), Path(config.dockerd.containerd_pidfile))
+    for outcome in clean_stale_pid_files(paths, Path("/proc")):
+        if outcome.action is PidFileAction.NONE:
+            continue
+        # A kept file (a live daemon) or one that could not be removed makes
+        # dockerd refuse to start: that deserves more than an info line.
+        level = "info" if outcome.action is PidFileAction.REMOVED else "warning"
+        log.log(level, "pid_file_checked", message=outcome.message, **outcome.as_log())
+
+
+def _certificates(
+    config: Config, log: EarlyLog, sans: SanSet, *, takeover: bool
+) -> tuple[CertReport | None, Manifest | None]:
+    from supervisor.tls import worker
+
+    certdir = Path(config.tls.certdir)
+    spec = spec_from_config(config)
+    now = utcnow()
+    record, why = fast_check(certdir, spec, sans, now)
+    if record is not None:
+        log.info("certificates_ready", certdir=str(certdir), checked="record",
+                 issued=[], full_check="beside dockerd")
+        return None, record
+    if takeover:
+        # The running dockerd loaded the set it has; the TLS part checks it and
+        # restarts dockerd if something must change.
+        log.info("certificates_check_deferred", certdir=str(certdir), reason=why)
+        return None, None
+    started = time.monotonic()
+    report, _restart = worker.answer(
+        worker.run_forked(worker.request(worker.ENSURE, certdir, spec, sans, now))
+    )
+    log.info(
+        "certificates_ready",
+        certdir=str(certdir),
+        checked="full",
+        because=why,
+        user_managed=report.user_managed,
+        issued=[c.cert for c in report.changes],
+        seconds=round(time.monotonic() - started, 3),
+    )
+    return report, None
+
+
+def _spawner(
+    config: Config, planned: Plan, prepare_env: dict[str, str], *,
+    listeners: held_sockets.Listeners, depositor: fdstore.Depositor,
+    env: MutableMapping[str, str], data_root: Path,
+) -> Spawner:
+    from supervisor.policy.apply import wrap_argv
+
+    tls_files = TlsFiles.of(config.tls.certdir, "server") if config.tls_enabled else None
+    expected_oom = planned.dockerd.expected_oom_score_adj
+    extra: list[str] = []
+    if not config.dockerd.exact_args and expected_oom not in (
+        None, version.DOCKERD_DEFAULT_OOM_SCORE_ADJ
+    ):
+        found = version.major(config.dockerd.binary, cache_dir=data_root, path=env.get("PATH"))
+        extra = version.oom_flag(expected_oom, found)
+    def argv() -> list[str]:
+        mtu = config.dockerd.mtu or detect_mtu()
+        return build_argv(config, tls=tls_files, mtu=mtu, extra=extra, held=listeners.plan)
+
+    def environment() -> dict[str, str]:
+        return dockerd_environment(env, prepare_env)
+
+    def wrap(command: list[str], dockerd_env: dict[str, str], listen: list[int]) -> list[str]:
+        return wrap_argv(planned, command, env=dockerd_env, listen=listen)
+
+    return Spawner(
+        argv=argv,
+        env=environment,
+        wrap=wrap,
+        listen_fds=listeners.fds,
+        state_dir=Path(config.agent.state_dir),
+        depositor=depositor,
+    )

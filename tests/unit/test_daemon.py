@@ -1,0 +1,268 @@
+"""Tests for supervisor.dockerd.daemon: the Daemon carrying out the lifecycle, with a fake dockerd
+process and an event loop whose clock jumps (a 60 s backoff or a 15 s hang take milliseconds)."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import pytest
+
+from supervisor.config import load
+from supervisor.docker_api import DockerApiError
+from supervisor.dockerd import lifecycle as lc
+from supervisor.dockerd.daemon import Daemon
+from supervisor.dockerd.spawner import Incarnation
+from supervisor.errors import DockerdGaveUp
+from supervisor.metrics import Metrics
+from tests.unit.virtual_time import run_virtual
+
+pytestmark = pytest.mark.unit
+
+
+class FakeNotify:
+    def __init__(self) -> None:
+        self.ready = anyio.Event()
+
+    async def serve(self) -> None:
+        await anyio.sleep_forever()
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class FakeDockerd:
+    """A dockerd as the Daemon sees it: it answers pings once ready, exits when told."""
+
+    pid: int
+    ready_after: float | None = 0.5  # None: never becomes ready
+    exits_on_term: bool = True
+    hung: bool = False
+    terms: int = 0
+    kills: int = 0
+    signals: list[int] = field(default_factory=list)
+    last_error_line: str | None = None
+    started_at: float = 0.0
+    code: int | None = None
+    _exit: anyio.Event = field(default_factory=anyio.Event)
+    output_done: anyio.Event = field(default_factory=anyio.Event)
+    answering: bool = False
+
+    def exit(self, code: int | None) -> None:
+        if not self._exit.is_set():
+            self.code = code
+            self.answering = False
+            self._exit.set()
+            self.output_done.set()
+
+    async def relay_output(self) -> None:
+        if self.ready_after is not None:
+            await anyio.sleep(self.ready_after)
+            self.answering = not self._exit.is_set()
+        await self._exit.wait()
+
+    async def wait(self) -> int | None:
+        await self._exit.wait()
+        return self.code
+
+    def terminate(self) -> None:
+        self.terms += 1
+        if self.exits_on_term and not self.hung:
+            self.exit(0)
+
+    def kill_group(self) -> None:
+        self.kills += 1
+        self.exit(-9)
+
+    def send_signal(self, signum: int) -> None:
+        self.signals.append(signum)
+
+    def close(self) -> None:
+        pass
+
+
+class FakeSpawner:
+    def __init__(self, make: Callable[[int], FakeDockerd] | None = None) -> None:
+        self.processes: list[FakeDockerd] = []
+        self.released: list[int] = []
+        self._make = make or (lambda pid: FakeDockerd(pid=pid))
+
+    def spawn(self, number: int) -> Incarnation:
+        process = self._make(100 + number)
+        # The Daemon spawns from a worker thread; the loop's (virtual) clock says when.
+        process.started_at = anyio.from_thread.run_sync(anyio.current_time)
+        self.processes.append(process)
+        return Incarnation(number=number, process=process, notify=FakeNotify())  # type: ignore[arg-type]
+
+    def release(self, incarnation: Incarnation) -> None:
+        self.released.append(incarnation.process.pid)
+
+    @property
+    def current(self) -> FakeDockerd:
+        return self.processes[-1]
+
+
+def daemon_for(spawner: FakeSpawner, *flags: str, **env: str) -> Daemon:
+    config = load(env={f"DIND_SUPERVISOR_{k}": v for k, v in env.items()},
+                  dockerd_args=flags or ())
+
+    async def ping() -> None:
+        if not spawner.processes or not spawner.current.answering or spawner.current.hung:
+            raise DockerApiError("no answer")
+
+    return Daemon(config=config, metrics=Metrics(), spawner=spawner, ping=ping)
+
+
+async def until(
+    predicate: Callable[[], bool], *, within: float = 600.0, step: float = 0.25
+) -> None:
+    """Wait (in virtual time, checking every ``step``) until ``predicate`` holds."""
+    with anyio.fail_after(within):
+        # Polling a fake's state costs almost nothing: the loop's clock jumps.
+        while not predicate():  # noqa: ASYNC110
+            await anyio.sleep(step)
+
+
+def scenario(body: Callable[[Daemon, FakeSpawner, Any], Awaitable[None]],
+             spawner: FakeSpawner, daemon: Daemon) -> Any:
+    async def main() -> Any:
+        result: dict[str, Any] = {}
+        async with anyio.create_task_group() as tg:
+
+            async def run() -> None:
+                try:
+                    result["code"] = await daemon.run()
+                except DockerdGaveUp as exc:
+                    result["gave_up"] = exc
+
+            await tg.start(_started, run)
+            await body(daemon, spawner, result)
+            await until(lambda: "code" in result or "gave_up" in result, within=3600)
+        return result
+
+    return run_virtual(main)
+
+
+async def _started(run: Callable[[], Awaitable[None]], *,
+                   task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    task_status.started()
+    await run()
+
+
+def test_a_failed_start_waits_its_backoff_in_virtual_time() -> None:
+    """A dockerd that never gets ready and exits: the next start waits backoff_initial (60 s
+    here), checked on the loop's clock, and max_failures of them give up naming them."""
+    spawner = FakeSpawner(lambda pid: FakeDockerd(pid=pid, ready_after=None))
+    daemon = daemon_for(spawner, RESTART_BACKOFF_INITIAL="60s", RESTART_BACKOFF_MAX="60s",
+                        RESTART_MAX_FAILURES="2", RESTART_FAILURE_WINDOW="10m")
+
+    async def body(daemon: Daemon, spawner: FakeSpawner, result: dict[str, Any]) -> None:
+        for count in (1, 2):
+            await until(lambda count=count: len(spawner.processes) == count)  # type: ignore[misc]
+            spawner.current.exit(1)
+
+    result = scenario(body, spawner, daemon)
+    first, second = (p.started_at for p in spawner.processes)
+    assert second - first == pytest.approx(60.0, abs=0.3)
+    assert isinstance(result["gave_up"], DockerdGaveUp)
+    assert "failed to start 2 times" in result["gave_up"].message
+    assert spawner.released == [101, 102]
+
+
+def test_a_hang_is_detected_by_missed_pings_and_dockerd_replaced() -> None:
+    """A running dockerd that stops answering: after `failures` missed pings it gets its one
+    TERM; hung, it ignores it, so KILL follows kill_grace later; a new one starts (unhealthy)."""
+    spawner = FakeSpawner()
+    daemon = daemon_for(spawner, LIVENESS_INTERVAL="5s", LIVENESS_TIMEOUT="3s",
+                        LIVENESS_FAILURES="3", LIVENESS_KILL_GRACE="5s")
+    marks: dict[str, float] = {}
+
+    async def body(daemon: Daemon, spawner: FakeSpawner, result: dict[str, Any]) -> None:
+        await daemon.wait_for_state(lc.State.RUNNING)
+        first = spawner.current
+        first.hung = True
+        marks["hung"] = anyio.current_time()
+        await until(lambda: first.kills == 1)
+        marks["killed"] = anyio.current_time()
+        await until(lambda: len(spawner.processes) == 2 and daemon.state is lc.State.RUNNING)
+        assert (first.terms, first.kills) == (1, 1)
+        daemon.request_stop()
+
+    result = scenario(body, spawner, daemon)
+    assert result == {"code": 0}
+    # First miss within a ping interval, then quick re-pings; then the grace.
+    assert 5.0 < marks["killed"] - marks["hung"] < 5.0 + 3 * 3.0 + 5.0 + 3.0
+    assert daemon.restarts == {"unhealthy": 1}
+
+
+def test_hup_before_running_is_held_and_delivered_once_running() -> None:
+    """HUP while dockerd starts (before its handlers exist) is held, not sent; it reaches
+    dockerd once it runs, once; nothing counts as a failed start."""
+    spawner = FakeSpawner(lambda pid: FakeDockerd(pid=pid, ready_after=2.0))
+    daemon = daemon_for(spawner)
+
+    async def body(daemon: Daemon, spawner: FakeSpawner, result: dict[str, Any]) -> None:
+        await until(lambda: bool(spawner.processes))
+        daemon.forward_signal(signal.SIGHUP)
+        daemon.forward_signal(signal.SIGHUP)
+        assert spawner.current.signals == []
+        assert daemon.status()["held_signals"] == ["SIGHUP"]
+        await daemon.wait_for_state(lc.State.RUNNING)
+        assert spawner.current.signals == [signal.SIGHUP]
+        daemon.forward_signal(signal.SIGUSR1)
+        assert spawner.current.signals == [signal.SIGHUP, signal.SIGUSR1]
+        daemon.request_stop()
+
+    assert scenario(body, spawner, daemon) == {"code": 0}
+    assert daemon.status()["failed_starts_in_window"] == 0
+
+
+def test_an_adopted_dockerd_is_supervised_without_a_spawn() -> None:
+    """A dockerd that runs already (launched before the loop, or left by an agent that died)
+    is adopted: no spawn, ready from its pings, restarted as usual when it dies."""
+    spawner = FakeSpawner()
+    daemon = daemon_for(spawner)
+    adopted = FakeDockerd(pid=42, ready_after=0.1)
+
+    async def main() -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        async with anyio.create_task_group() as tg:
+
+            async def run() -> None:
+                result["code"] = await daemon.run(Incarnation(
+                    number=1, process=adopted, notify=FakeNotify(), adopted=True  # type: ignore[arg-type]
+                ))
+
+            tg.start_soon(run)
+            spawner.processes.append(adopted)
+            await daemon.wait_for_state(lc.State.RUNNING)
+            result["spawned_before_exit"] = len(spawner.processes)
+            adopted.exit(None)  # its status went to PID 1 and was not reported
+            await until(lambda: len(spawner.processes) == 2)
+            await daemon.wait_for_state(lc.State.RUNNING)
+            result["exit_code_seen"] = daemon.last_exit_code
+            daemon.request_stop()
+        return result
+
+    result = run_virtual(main)
+    assert result == {"code": 0, "spawned_before_exit": 1, "exit_code_seen": None}
+    assert spawner.released[0] == 42
+
+
+def test_stop_during_backoff_spawns_nothing_more() -> None:
+    """A stop request while waiting to restart ends at once with 0: no new dockerd."""
+    spawner = FakeSpawner(lambda pid: FakeDockerd(pid=pid, ready_after=None))
+    daemon = daemon_for(spawner, RESTART_BACKOFF_INITIAL="30s", RESTART_BACKOFF_MAX="30s")
+
+    async def body(daemon: Daemon, spawner: FakeSpawner, result: dict[str, Any]) -> None:
+        await until(lambda: bool(spawner.processes))
+        spawner.current.exit(1)
+        await daemon.wait_for_state(lc.State.BACKOFF)
+        daemon.request_stop()
+
+    assert scenario(body, spawner, daemon) == {"code": 0}
+    assert len(spawner.processes) == 1
