@@ -1,18 +1,22 @@
-"""Fixtures for real nested Docker-in-Docker: one outer dockerd and one image per session."""
+"""Fixtures for real nested Docker-in-Docker: one outer dockerd, one image per Debian suite.
+
+Every scenario that uses ``image`` (directly, through ``dinds`` or through
+``tls_daemon``) runs once per suite of ``tests/e2e/image.py`` (test ids end
+in ``[bookworm]`` or ``[trixie]``: dockerd 20.10 and 26.1). pytest groups the
+tests by suite, so each image is built once per session.
+"""
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.e2e.image import IMAGE, build_image
-from tests.e2e.outer import Dind, Outer
+from tests.e2e.image import SUITES, Suite, build_image
+from tests.e2e.outer import Outer, Pool, TlsDaemon
 from tests.integration.sandbox import busybox_rootfs_tar
 
 
@@ -30,13 +34,19 @@ def outer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outer]:
         _record(root.parent, "outer_session_seconds", time.monotonic() - started)
 
 
+@pytest.fixture(scope="session", params=list(SUITES), ids=str)
+def suite(request: pytest.FixtureRequest) -> Suite:
+    """The Debian suite of the image under test (its dockerd, CLI and Compose)."""
+    return SUITES[request.param]
+
+
 @pytest.fixture(scope="session")
-def image(outer: Outer, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The image under test, built in the outer dockerd."""
-    work = tmp_path_factory.mktemp("image")
-    timings = build_image(outer.docker, work)
-    _record(work.parent, "image_build", timings.__repr__())
-    return IMAGE
+def image(outer: Outer, suite: Suite, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The image under test for ``suite``, built in the outer dockerd."""
+    work = tmp_path_factory.mktemp(f"image-{suite.name}")
+    timings = build_image(outer.docker, work, suite=suite)
+    _record(work.parent, f"image_build_{suite.name}", repr(timings))
+    return timings.image
 
 
 @pytest.fixture(scope="session")
@@ -45,23 +55,38 @@ def busybox_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def dinds(outer: Outer, image: str) -> Iterator[Callable[..., Dind]]:
+def dinds(outer: Outer, image: str) -> Iterator[Pool]:
     """Start dind containers of the image; all are removed at teardown, with their volumes."""
-    names: list[str] = []
-    volumes: list[str] = []
-    counter = itertools.count()
+    pool = Pool(outer, image)
+    try:
+        yield pool
+    finally:
+        pool.close()
 
-    def make(*, name: str | None = None, **kwargs: Any) -> Dind:
-        name = name or f"dind{next(counter)}-{int(time.monotonic() * 1000) % 100000}"
-        names.append(name)
-        return Dind.run(outer, name, image, **kwargs)
 
-    make.volumes = volumes  # type: ignore[attr-defined]
-    yield make
-    for name in names:
-        outer.docker("rm", "-f", "-v", name, check=False, timeout=120)
-    for volume in volumes:
-        outer.docker("volume", "rm", "-f", volume, check=False)
+@pytest.fixture(scope="session")
+def tls_daemon(outer: Outer, image: str, busybox_tar: Path) -> Iterator[TlsDaemon]:
+    """One dind container per suite started as docker:dind's documentation does, for clients.
+
+    ``busybox:test`` is loaded in it. The scenarios sharing it use names of
+    their own, so they do not see each other's images or containers.
+    """
+    pool = Pool(outer, image)
+    try:
+        network = pool.network("e2e-tls")
+        ca, client = pool.volume("certs-ca"), pool.volume("certs-client")
+        dind = pool(options=[
+            "--network", network, "--network-alias", "docker",
+            "-e", "DOCKER_TLS_CERTDIR=/certs",
+            "-v", f"{ca}:/certs/ca", "-v", f"{client}:/certs/client",
+        ])
+        dind.wait_ready()
+        dind.load_busybox(busybox_tar)
+        address = dind.inspect()["NetworkSettings"]["Networks"][network]["IPAddress"]
+        yield TlsDaemon(dind=dind, network=network, ca_volume=ca, client_volume=client,
+                        address=address, pool=pool)
+    finally:
+        pool.close()
 
 
 def _record(where: Path, key: str, value: object) -> None:

@@ -6,17 +6,22 @@ docker0 and its iptables rules stay inside), so the dind containers under
 test never touch the machine's own Docker. ``Outer.docker(...)`` runs the
 host's docker CLI against it; ``Dind`` wraps one dind container.
 
+``Pool`` owns what a test makes in the outer dockerd (dind and client
+containers, volumes, networks) and removes all of it, whatever the test did.
+
 Does not own the image (``image.py``) nor what the scenarios assert.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -199,3 +204,110 @@ class Dind:
 
     def remove(self) -> None:
         self.outer.docker("rm", "-f", self.name, check=False, timeout=120)
+
+
+_NAMES = itertools.count()
+
+
+def unique(prefix: str) -> str:
+    """A container, volume or network name no other test of this session uses."""
+    return f"{prefix}-{os.getpid()}-{next(_NAMES)}"
+
+
+class Pool:
+    """Everything a test (or a fixture) makes in the outer dockerd; ``close()`` removes it all."""
+
+    def __init__(self, outer: Outer, image: str) -> None:
+        self.outer = outer
+        self.image = image
+        self._containers: list[str] = []
+        self._volumes: list[str] = []
+        self._networks: list[str] = []
+
+    def __call__(
+        self,
+        *,
+        name: str | None = None,
+        options: Sequence[str] = (),
+        dockerd_args: Sequence[str] = (),
+    ) -> Dind:
+        """Start a dind container of the image (detached)."""
+        name = name or self.name("dind")
+        return Dind.run(self.outer, name, self.image, options=options,
+                        dockerd_args=dockerd_args)
+
+    def name(self, prefix: str) -> str:
+        """A container name for a test to use; whatever runs under it is removed at close."""
+        name = unique(prefix)
+        self._containers.append(name)
+        return name
+
+    def volume(self, prefix: str) -> str:
+        """The name of a volume the first `docker run -v NAME:...` creates; removed at close."""
+        name = unique(prefix)
+        self._volumes.append(name)
+        return name
+
+    def network(self, prefix: str) -> str:
+        """A new user-defined bridge network (its embedded DNS resolves aliases)."""
+        name = unique(prefix)
+        self.outer.docker("network", "create", name)
+        self._networks.append(name)
+        return name
+
+    def run(self, *args: str, timeout: float = 180,
+            check: bool = True) -> subprocess.CompletedProcess[str]:
+        """`docker run ARGS` under a unique name, removed at close (even after a timeout)."""
+        return self.outer.docker("run", "--name", self.name("client"), *args,
+                                 timeout=timeout, check=check)
+
+    def start(self, *args: str) -> str:
+        """`docker run -d` a long-lived helper container; its name."""
+        name = self.name("helper")
+        self.outer.docker("run", "-d", "--name", name, *args)
+        return name
+
+    def close(self) -> None:
+        for name in reversed(self._containers):
+            self.outer.docker("rm", "-f", "-v", name, check=False, timeout=120)
+        for volume in self._volumes:
+            self.outer.docker("volume", "rm", "-f", volume, check=False)
+        for network in self._networks:
+            self.outer.docker("network", "rm", network, check=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsDaemon:
+    """A dind container as the docker:dind documentation starts it, shared by client scenarios.
+
+    It is ``docker`` on ``network`` and listens on tcp 2376 with TLS; the CA
+    and the client certificates are on the volumes ``ca_volume`` and
+    ``client_volume``; ``address`` is its IP on ``network``, reachable from
+    the outer dockerd's network namespace.
+    """
+
+    dind: Dind
+    network: str
+    ca_volume: str
+    client_volume: str
+    address: str
+    pool: Pool
+
+    def client_certs(self) -> str:
+        """The client folder's path in the outer dockerd's mount namespace (for nsenter -m)."""
+        return self.pool.outer.docker(
+            "volume", "inspect", "-f", "{{.Mountpoint}}", self.client_volume
+        ).stdout.strip()
+
+    def client(self, script: str, *options: str,
+               timeout: float = 180) -> tuple[int, str]:
+        """Run ``sh -c script`` in a client container of the image: (exit code, stdout+stderr)."""
+        result = self.pool.run(
+            "--rm", "--network", self.network,
+            "-e", "DOCKER_HOST=tcp://docker:2376", "-e", "DOCKER_TLS_VERIFY=1",
+            "-e", "DOCKER_CERT_PATH=/certs/client",
+            "-v", f"{self.client_volume}:/certs/client:ro",
+            *options, "--entrypoint", "sh", self.pool.image, "-c", script,
+            timeout=timeout, check=False,
+        )
+        return result.returncode, result.stdout + result.stderr

@@ -2,77 +2,57 @@
 
 Each test starts its own dind container(s) in the session's outer dockerd
 (tests/e2e/conftest.py), with the capability set that stands in for
---privileged on this machine (tests/e2e/outer.py).
+--privileged on this machine (tests/e2e/outer.py); the TLS client test uses
+the suite's shared ``tls_daemon``. Every test runs once per Debian suite.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.outer import Dind, Outer
+from tests.e2e.image import Suite
+from tests.e2e.outer import Outer, Pool, TlsDaemon
 from tests.integration.sandbox import poll
 
-# The first test also pays for building the image (about 2 min for a cold
-# debootstrap); the others take well under a minute each.
+# The first test of a suite also pays for building its image (about 1 min for
+# a cold debootstrap); the others take well under a minute each.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
-TLS_ENV = ("-e", "DOCKER_TLS_CERTDIR=/certs")
 # Without TLS a dind container is ready sooner; TLS has its own test.
 NO_TLS = ("-e", "DOCKER_TLS_CERTDIR=")
 
 
-def _network(outer: Outer, name: str) -> str:
-    outer.docker("network", "create", name, check=False)
-    return name
-
-
 def test_second_container_uses_the_daemon_over_tls(
-    outer: Outer, dinds: Callable[..., Dind], busybox_tar: Path
+    tls_daemon: TlsDaemon, suite: Suite, image: str
 ) -> None:
     """A client container on the network reaches tcp://docker:2376 with the client certs."""
-    net = _network(outer, "e2e-tls")
-    suffix = str(int(time.monotonic() * 1000) % 100000)
-    ca, client = f"certs-ca-{suffix}", f"certs-client-{suffix}"
-    dinds.volumes.extend([ca, client])  # type: ignore[attr-defined]
-    dind = dinds(options=[
-        "--network", net, "--network-alias", "docker", *TLS_ENV,
-        "-v", f"{ca}:/certs/ca", "-v", f"{client}:/certs/client",
-    ])
-    dind.wait_ready()
-    dind.load_busybox(busybox_tar)
-
-    client_run = outer.docker(
-        "run", "--rm", "--network", net,
-        "-e", "DOCKER_HOST=tcp://docker:2376", "-e", "DOCKER_TLS_VERIFY=1",
-        "-e", "DOCKER_CERT_PATH=/certs/client", "-v", f"{client}:/certs/client:ro",
-        "--entrypoint", "sh", "dind-supervisor:e2e", "-c",
+    code, output = tls_daemon.client(
         "docker version --format '{{.Server.Version}}' && "
         "docker info --format 'driver={{.Driver}}' && "
         "docker run --rm --network none busybox:test echo hello-from-nested",
-        timeout=180,
     )
-    lines = client_run.stdout.split()
-    assert lines[0].startswith("20.10"), client_run.stdout
+    assert code == 0, output
+    lines = output.split()
+    assert lines[0].startswith(suite.dockerd), output
     # The image's VOLUME gives /var/lib/docker an anonymous volume: overlay2 works.
     assert "driver=overlay2" in lines
     assert "hello-from-nested" in lines
     # Without the certificates the daemon refuses the client.
-    anonymous = outer.docker(
-        "run", "--rm", "--network", net, "-e", "DOCKER_HOST=tcp://docker:2376",
-        "--entrypoint", "docker", "dind-supervisor:e2e", "version", check=False, timeout=120,
+    anonymous = tls_daemon.pool.run(
+        "--rm", "--network", tls_daemon.network, "-e", "DOCKER_HOST=tcp://docker:2376",
+        "--entrypoint", "docker", image, "version", check=False, timeout=120,
     )
     assert anonymous.returncode != 0
     # The image's HEALTHCHECK (`dind-supervisor wait`) turns the container healthy.
-    poll(lambda: dind.inspect()["State"]["Health"]["Status"] == "healthy",
+    poll(lambda: tls_daemon.dind.inspect()["State"]["Health"]["Status"] == "healthy",
          timeout=60, interval=1, what="Health.Status = healthy")
 
 
 def test_daemon_flags_after_the_image_name_reach_dockerd(
-    dinds: Callable[..., Dind], busybox_tar: Path
+    dinds: Pool, busybox_tar: Path
 ) -> None:
     """`docker run IMAGE --debug --default-ulimit nofile=2048:2048` reaches the nested dockerd."""
     dind = dinds(options=NO_TLS, dockerd_args=["--debug", "--default-ulimit", "nofile=2048:2048"])
@@ -89,11 +69,10 @@ def test_daemon_flags_after_the_image_name_reach_dockerd(
 
 
 def test_a_data_volume_keeps_images_and_restart_always_containers(
-    outer: Outer, dinds: Callable[..., Dind], busybox_tar: Path
+    outer: Outer, dinds: Pool, busybox_tar: Path
 ) -> None:
     """On a volume: overlay2, and an image and a restart=always container outlive the container."""
-    volume = f"dind-data-{int(time.monotonic() * 1000) % 100000}"
-    dinds.volumes.append(volume)  # type: ignore[attr-defined]
+    volume = dinds.volume("dind-data")
     first = dinds(options=[*NO_TLS, "-v", f"{volume}:/var/lib/docker"])
     first.wait_ready()
     first.load_busybox(busybox_tar)
@@ -118,7 +97,7 @@ def test_a_data_volume_keeps_images_and_restart_always_containers(
 
 
 def test_without_a_volume_the_agent_warns_and_dockerd_uses_vfs(
-    dinds: Callable[..., Dind],
+    dinds: Pool,
 ) -> None:
     """A data root on the container's own overlay layer: vfs, persistent="false" and a warning."""
     # The image's VOLUME always mounts one on /var/lib/docker under Docker (not
@@ -138,7 +117,7 @@ def test_without_a_volume_the_agent_warns_and_dockerd_uses_vfs(
 
 
 def test_docker_stop_exits_zero_within_the_stop_timeout(
-    outer: Outer, dinds: Callable[..., Dind], busybox_tar: Path
+    outer: Outer, dinds: Pool, busybox_tar: Path
 ) -> None:
     """`docker stop` with a TERM-ignoring nested container: exit code 0 within the timeout."""
     dind = dinds(options=NO_TLS)
@@ -161,11 +140,10 @@ def test_docker_stop_exits_zero_within_the_stop_timeout(
 
 
 def _nested_state_after_stop(
-    outer: Outer, dinds: Callable[..., Dind], busybox_tar: Path, options: tuple[str, ...]
+    outer: Outer, dinds: Pool, busybox_tar: Path, options: tuple[str, ...]
 ) -> list[str]:
     """Stop a dind container; report how its nested container ended (3 = its TERM trap ran)."""
-    volume = f"dind-stop-{int(time.monotonic() * 1000) % 100000}"
-    dinds.volumes.append(volume)  # type: ignore[attr-defined]
+    volume = dinds.volume("dind-stop")
     first = dinds(options=[*NO_TLS, *options, "-v", f"{volume}:/var/lib/docker"])
     first.wait_ready()
     first.load_busybox(busybox_tar)
@@ -182,14 +160,14 @@ def _nested_state_after_stop(
 
 
 def test_docker_stop_stops_nested_containers_gracefully(
-    outer: Outer, dinds: Callable[..., Dind], busybox_tar: Path
+    outer: Outer, dinds: Pool, busybox_tar: Path
 ) -> None:
     """At `docker stop` of the dind container, nested containers get TERM and exit on their own."""
     assert _nested_state_after_stop(outer, dinds, busybox_tar, ()) == ["exited", "3"]
 
 
 def test_without_live_restore_nested_containers_get_their_stop_signal(
-    outer: Outer, dinds: Callable[..., Dind], busybox_tar: Path
+    outer: Outer, dinds: Pool, busybox_tar: Path
 ) -> None:
     """DIND_SUPERVISOR_DOCKERD_LIVE_RESTORE=false: dockerd TERMs nested containers first."""
     options = ("-e", "DIND_SUPERVISOR_DOCKERD_LIVE_RESTORE=false")
@@ -197,7 +175,7 @@ def test_without_live_restore_nested_containers_get_their_stop_signal(
 
 
 def test_a_killed_dockerd_is_restarted_and_nested_containers_keep_running(
-    dinds: Callable[..., Dind], busybox_tar: Path
+    dinds: Pool, busybox_tar: Path
 ) -> None:
     """kill -9 of the nested dockerd: the agent starts a new one; the container keeps running."""
     dind = dinds(options=NO_TLS)
@@ -223,7 +201,7 @@ def test_a_killed_dockerd_is_restarted_and_nested_containers_keep_running(
 
 
 def test_outer_ulimit_and_oom_score_adj_agree_with_the_policy_report(
-    dinds: Callable[..., Dind],
+    dinds: Pool,
 ) -> None:
     """--ulimit nofile and --oom-score-adj on the outer `docker run` are what the agent reports."""
     dind = dinds(options=[*NO_TLS, "--ulimit", "nofile=4096:8192", "--oom-score-adj", "500"])
@@ -249,16 +227,15 @@ def test_outer_ulimit_and_oom_score_adj_agree_with_the_policy_report(
 
 
 def test_the_stop_file_ends_the_sidecar_when_the_job_is_done(
-    outer: Outer, dinds: Callable[..., Dind]
+    outer: Outer, dinds: Pool
 ) -> None:
     """[agent] stop_file: a job container touching the shared file makes dind exit 0."""
-    state = f"job-state-{int(time.monotonic() * 1000) % 100000}"
-    dinds.volumes.append(state)  # type: ignore[attr-defined]
+    state = dinds.volume("job-state")
     dind = dinds(options=[*NO_TLS, "-v", f"{state}:/job-state:ro",
                           "-e", "DIND_SUPERVISOR_AGENT_STOP_FILE=/job-state/done"])
     dind.wait_ready()
-    outer.docker("run", "--rm", "-v", f"{state}:/job-state", "--entrypoint", "sh",
-                 "dind-supervisor:e2e", "-c", "touch /job-state/done")
+    dinds.run("--rm", "-v", f"{state}:/job-state", "--entrypoint", "sh", dinds.image,
+              "-c", "touch /job-state/done")
     poll(lambda: not dind.inspect()["State"]["Running"], timeout=60, interval=0.5,
          what="the dind container to stop after the stop file appeared")
     assert dind.inspect()["State"]["ExitCode"] == 0, dind.logs()[-3000:]

@@ -201,6 +201,25 @@ def test_mirror_falls_back_to_sources_list_with_options(tmp_path: Path) -> None:
     assert apt_mirror(tmp_path / "absent", listing) == "http://mirror.example/debian"
 
 
+def test_a_suite_missing_from_the_sources_uses_the_mirror_of_a_listed_one(
+    tmp_path: Path,
+) -> None:
+    """trixie on a bookworm machine: the URI given for bookworm (same mirror, other suite)."""
+    sources = tmp_path / "sources.list.d"
+    sources.mkdir()
+    (sources / "debian.sources").write_text(
+        "Types: deb\nURIs: http://security.example/debian-security\n"
+        "Suites: bookworm-security\nComponents: main\n\n"
+        "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\n"
+    )
+    assert apt_mirror(sources, tmp_path / "none", suite="trixie") == "http://mirror.example/debian"
+    # A source that names the suite itself still wins.
+    (sources / "trixie.sources").write_text(
+        "Types: deb\nURIs: http://trixie.example/debian\nSuites: trixie\n"
+    )
+    assert apt_mirror(sources, tmp_path / "none", suite="trixie") == "http://trixie.example/debian"
+
+
 def test_no_mirror_is_an_error_naming_the_files(tmp_path: Path) -> None:
     """Without a source for the suite the build stops with where it looked."""
     with pytest.raises(RuntimeError, match=r"sources\.list"):
