@@ -179,3 +179,9 @@ def test_with_tls_off_a_client_reaches_tcp_2375(dinds: Pool, suite: Suite) -> No
         timeout=120,
     )
     assert client.stdout.startswith(suite.dockerd), client
+    # dockerd itself warns every client: 20.10 with a WARNING, 26.1 with a
+    # deprecation notice announcing that later versions refuse to start so
+    # (unless --tls=false is explicit, as the agent gives it).
+    warnings = dind.docker("info", "--format", "{{json .Warnings}}").stdout
+    assert "API is accessible on http://0.0.0.0:2375 without encryption" in warnings, warnings
+    assert ("[DEPRECATION NOTICE]" in warnings) == (suite.major >= 26), warnings
