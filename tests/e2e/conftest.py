@@ -68,8 +68,9 @@ def dinds(outer: Outer, image: str) -> Iterator[Pool]:
 def tls_daemon(outer: Outer, image: str, busybox_tar: Path) -> Iterator[TlsDaemon]:
     """One dind container per suite started as docker:dind's documentation does, for clients.
 
-    ``busybox:test`` is loaded in it. The scenarios sharing it use names of
-    their own, so they do not see each other's images or containers.
+    ``busybox:test`` is loaded in it. The scenarios sharing it name their
+    images, containers and projects uniquely: none depends on what another
+    left behind.
     """
     pool = Pool(outer, image)
     try:

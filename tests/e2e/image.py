@@ -110,6 +110,7 @@ class Timings:
 
 
 def suite_named(name: str | Suite) -> Suite:
+    """The suite called ``name`` (a ``Suite`` is returned as it is)."""
     if isinstance(name, Suite):
         return name
     try:
