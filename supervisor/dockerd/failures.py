@@ -152,7 +152,7 @@ def _file_read(m: re.Match[str]) -> tuple[str, str, dict[str, str]]:
     path = m["path"]
     return (
         f"dockerd cannot read its configuration file {path}: {m['error']}",
-        f"point --config-file at a readable JSON file, or remove {path}",
+        f"make {path} a JSON file dockerd can read, or point --config-file at one",
         {"path": path},
     )
 
@@ -519,7 +519,7 @@ RULES: tuple[Rule, ...] = (
           _containerd_no_plugins),
     _rule("containerd_dial_failed", r"failed to dial \"(?P<socket>[^\"]+)\": (?P<error>.+)$",
           C.CONTAINERD, True, _containerd_dial),
-    _rule("containerd_dialing", r"error while dialing:? dial unix:?/*(?P<socket>/?[^\s:\"]+):"
+    _rule("containerd_dialing", r"error while dialing:? dial unix:(?://)?(?P<socket>[^\s\"]+?):"
           r" (?P<error>[^\"\\.]+)", C.CONTAINERD, False, _containerd_dial, flags=re.I),
     _rule("containerd_start", r"failed to start containerd: (?P<error>.+)$", C.CONTAINERD, True,
           _containerd_start),

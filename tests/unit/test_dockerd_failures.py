@@ -203,6 +203,15 @@ def test_containerd_timeout_mentions_disk_and_stuck(version: str) -> None:
     assert "stuck" in explanation.cause
 
 
+def test_containerd_socket_path_is_kept_whole() -> None:
+    """The dialing warning names the socket dockerd was told to use, with its leading slash."""
+    (line,) = by_scenario("20.10", "containerd_bad_socket")
+    explanation = explain(line)
+    assert explanation is not None
+    assert explanation.details == {"socket": "/run/no-such-containerd.sock"}
+    assert not explanation.fatal
+
+
 # Client handshakes ---------------------------------------------------------------------------
 
 
