@@ -33,7 +33,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from supervisor.dockerd.flags import (
+from supervisor.dockerd_flags import (
     FLAT_OPTIONS,
     MERGING_KEYS,
     SHORTHANDS,

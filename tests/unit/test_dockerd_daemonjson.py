@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.dockerd import flags
+from supervisor import dockerd_flags as flags
 from supervisor.dockerd.daemonjson import (
     DaemonJsonSyntaxError,
     check_daemon_json,
@@ -16,7 +16,7 @@ from supervisor.dockerd.daemonjson import (
     require_usable_daemon_json,
     validate_with_dockerd,
 )
-from supervisor.dockerd.flags import known_keys_from_help, options_in
+from supervisor.dockerd_flags import known_keys_from_help, options_in
 from supervisor.errors import EXIT_USAGE, ConfigError
 from supervisor.findings import Severity
 

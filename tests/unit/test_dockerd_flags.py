@@ -1,4 +1,4 @@
-"""Tests for supervisor.dockerd.flags: dockerd's command line, its daemon.json keys, its version."""
+"""Tests for supervisor.dockerd_flags: dockerd's command line, its daemon.json keys, its version."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.dockerd.flags import (
+from supervisor.dockerd_flags import (
     DEFAULT_CONFIG_FILE,
     config_file_of,
     config_key,
