@@ -176,7 +176,7 @@ def _run(cfg: config.Config, *, under_init: bool = False) -> int:
 
     def agent(under_init: bool = False) -> int:
         # Logging is set up by the agent after dockerd's spawn: structlog is a heavy import.
-        from supervisor.app import run_agent
+        from supervisor.run import run_agent
 
         return run_agent(cfg, policy, under_init=under_init)
 

@@ -4,9 +4,10 @@ Only the calls the agent makes live here (ping, info, prune), so the rest of
 the code depends on a few small methods that tests can fake. ``/_ping`` is a
 few bytes over the unix socket, written by hand: it is on the path to
 readiness, and aiohttp plus aiodocker take about 0.3 s to import, which the
-agent spends while dockerd starts rather than before. Everything else goes
-through aiodocker, created on first use. A scrape of /metrics never comes
-through here.
+agent spends while dockerd starts rather than before (app.py imports them after
+dockerd's spawn, before the event loop runs: an import on the loop would block
+it). Everything else goes through aiodocker, created on first use. A scrape of
+/metrics never comes through here.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.abc
 
 from supervisor.logs import get_logger
 
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
 
 _PING_REQUEST = b"GET /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n"
 _MAX_PING_RESPONSE = 64 * 1024
+_TLS_PROBE_TIMEOUT = 2.0
 
 
 class DockerApiError(Exception):
@@ -44,6 +47,17 @@ def parse_ping_response(raw: bytes) -> None:
         body = body.split(b"\r\n")[1] if b"\r\n" in body else body
     if body.strip() != b"OK":
         raise DockerApiError(f"unexpected /_ping answer {body[:80]!r}")
+
+
+async def _exchange_ping(stream: anyio.abc.ByteStream) -> bytes:
+    await stream.send(_PING_REQUEST)
+    raw = b""
+    while len(raw) < _MAX_PING_RESPONSE:
+        try:
+            raw += await stream.receive()
+        except anyio.EndOfStream:
+            break
+    return raw
 
 
 class DockerApi:
@@ -76,13 +90,7 @@ class DockerApi:
         """GET /_ping; raises DockerApiError unless dockerd answers OK."""
         try:
             async with await anyio.connect_unix(self.socket_path) as stream:
-                await stream.send(_PING_REQUEST)
-                raw = b""
-                while len(raw) < _MAX_PING_RESPONSE:
-                    try:
-                        raw += await stream.receive()
-                    except anyio.EndOfStream:
-                        break
+                raw = await _exchange_ping(stream)
         except OSError as exc:
             raise DockerApiError(f"cannot connect to {self.socket_path}: {exc}") from exc
         except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
@@ -99,6 +107,15 @@ class DockerApi:
             raise DockerApiError(str(exc)) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise DockerApiError(f"{type(exc).__name__}: {exc}") from exc
+
+    async def answers(self, *, tls_address: str | None = None, tls_files: Any = None) -> None:
+        """What dockerd's readiness means: /_ping on the socket and, with TLS, a full
+        handshake with the client certificate (a bare TCP connect would succeed on a
+        held socket, and leaves an error in dockerd's log)."""
+        await self.ping()
+        if tls_address and tls_files is not None:
+            with anyio.fail_after(_TLS_PROBE_TIMEOUT):
+                await tls_ping(tls_address, tls_files)
 
     async def info(self) -> dict[str, Any]:
         result = await self._call(self.docker.system.info)
@@ -123,6 +140,20 @@ class DockerApi:
             for container in containers:
                 tg.start_soon(stop, container)
         return len(containers)
+
+    async def stop_containers_within(self, seconds: float) -> None:
+        """Containers first, at the final stop under --live-restore: dockerd would leave
+        them running, and they would die with the PID namespace without their stop signal."""
+        log = get_logger(component="dockerd")
+        started = anyio.current_time()
+        stopped = 0
+        with anyio.move_on_after(seconds):
+            try:
+                stopped = await self.stop_running_containers()
+            except DockerApiError as exc:
+                log.warning("containers_not_stopped", error=str(exc))
+        log.info("containers_stopped", containers=stopped,
+                 seconds=round(anyio.current_time() - started, 3))
 
     async def _post_json(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         docker = self.docker
@@ -176,13 +207,7 @@ async def tls_ping(address: str, files: Any) -> None:
         context.load_cert_chain(str(files.client.cert), str(files.client.key))
         async with await anyio.connect_tcp(host, int(port), ssl_context=context,
                                            tls_standard_compatible=False) as stream:
-            await stream.send(_PING_REQUEST)
-            raw = b""
-            while len(raw) < _MAX_PING_RESPONSE:
-                try:
-                    raw += await stream.receive()
-                except anyio.EndOfStream:
-                    break
+            raw = await _exchange_ping(stream)
     except (OSError, ssl.SSLError, ValueError) as exc:
         raise DockerApiError(f"no TLS answer on {address}: {exc}") from exc
     except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:

@@ -143,3 +143,18 @@ class DockerdGaveUp(SupervisorError):
             remedy=remedy or "fix the cause above (dockerd flags after --, the data root, the"
             " host's kernel features) and start again",
         )
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The one error inside task-group wrappers, so that it is reported as itself."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` of the real cause; several causes (a group) are all named."""
+    exc = unwrap(exc)
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(describe(inner) for inner in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}"

@@ -126,6 +126,15 @@ class Launched:
     def milestone(self, name: str) -> None:
         self.milestones[name] = time.time()
 
+    def agent_status(self) -> dict[str, Any]:
+        from supervisor import __version__
+
+        return {
+            "version": __version__, "pid": os.getpid(), "under_init": self.under_init,
+            "started_at": self.milestones["agent_started"], "restarts": self.agent_restarts,
+            "took_over": self.takeover,
+        }
+
 
 def _stop_pending() -> bool:
     """A TERM/INT/QUIT is waiting (still blocked): the user wants us gone, not dockerd started."""
@@ -212,7 +221,7 @@ def launch(
             launched.incarnation = spawner.spawn(1)
             launched.milestone("dockerd_spawned")
             log.info("dockerd_started", component="dockerd", pid=launched.incarnation.process.pid,
-                     argv=spawner.last_argv, wrapped=spawner.last_wrapped,
+                     **spawner.describe_last(),
                      seconds_since_agent_start=round(time.time() - started, 3))
     return launched
 
@@ -399,4 +408,5 @@ def _spawner(
         listen_fds=listeners.fds,
         state_dir=Path(config.agent.state_dir),
         depositor=depositor,
+        serves=lambda argv: held_sockets.served_addresses(argv, listeners.plan),
     )

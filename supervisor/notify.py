@@ -16,12 +16,13 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the launch stage binds before anyio is imported
     import anyio
+    from anyio.abc import TaskStatus
 
 _MAX_DATAGRAM = 4096
 
@@ -160,4 +161,17 @@ class SystemdNotifier:
 
     def stopping(self, status: str) -> bool:
         return self.send(STOPPING="1", STATUS=status)
+
+    async def watchdog_while(
+        self, healthy: Callable[[], bool], *, task_status: TaskStatus[None]
+    ) -> None:
+        """WATCHDOG=1 only while our loop runs and ``healthy()`` (dockerd not known hung)."""
+        import anyio
+
+        interval = self.watchdog_interval or 1.0
+        task_status.started()
+        while True:
+            await anyio.sleep(interval)
+            if healthy():
+                self.watchdog()
 

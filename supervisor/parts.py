@@ -25,6 +25,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
+from supervisor.errors import describe
 from supervisor.logs import get_logger
 from supervisor.metrics import Metrics
 
@@ -114,15 +115,19 @@ class Parts:
         try:
             with running.scope:
                 while True:
+                    started = anyio.current_time()
                     try:
                         await fn(*args, task_status=_Status(lambda _value=None: first.set()))
                         return
                     except Exception as exc:
+                        if anyio.current_time() - started > _BACKOFF_MAX * 2:
+                            # It had recovered: a new failure, not a streak.
+                            delay = _BACKOFF_INITIAL
                         first.set()
                         if self._metrics is not None:
                             self._metrics.part_failures.labels(part=running.name).inc()
                         self._log.error(
-                            "part_failed", part=running.name, error=f"{type(exc).__name__}: {exc}",
+                            "part_failed", part=running.name, error=describe(exc),
                             restart_in_seconds=delay,
                             remedy="the agent goes on and restarts this part; report the error",
                             exc_info=True,

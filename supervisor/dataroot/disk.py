@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import anyio
+
 DEFAULT_GC_HIGH = 0.85
 DEFAULT_GC_LOW = 0.80
 
@@ -156,7 +158,8 @@ async def run_gc(
     freed by other processes. A failing step ends the pass and is reported in
     ``error``; cancellation passes through.
     """
-    before = figures_fn()
+    # statvfs: a call into the filesystem (a stalled NFS or FUSE data root hangs it).
+    before = await anyio.to_thread.run_sync(figures_fn)
     if not gc_decision(before, high, low):
         return GcResult(triggered=False, before=before, after=before)
 
@@ -174,7 +177,7 @@ async def run_gc(
         except Exception as exc:  # any Docker/transport failure ends this pass, not the agent
             error = f"{step.value}: {type(exc).__name__}: {exc}"
             break
-        current = figures_fn()
+        current = await anyio.to_thread.run_sync(figures_fn)
         steps.append(
             GcStepResult(
                 step=step,

@@ -15,7 +15,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,8 @@ class DataRootService:
         self.storage_driver: str | None = None
         self.unclean_previous_stop: dict[str, object] | None = None
         self.gc_runs = 0
+        self.gc_checks = 0
+        self.gc_last_check: float | None = None
         self.gc_reclaimed = 0
         self._run_begun = takeover  # an agent that took over continues its predecessor's run
         metrics.register(DataRootCollector(self))
@@ -144,8 +147,16 @@ class DataRootService:
                 "pid_file_checked", message=outcome.message, **outcome.as_log()
             )
 
-    def dockerd_ready(self, info: dict[str, Any]) -> None:
-        driver = str(info.get("Driver") or "unknown")
+    async def check_storage_driver(self, info: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        """Once dockerd is ready: the storage driver it chose, and what that means here."""
+        from supervisor.docker_api import DockerApiError
+
+        try:
+            answer = await info()
+        except DockerApiError as exc:
+            self._log.warning("dockerd_info_failed", error=str(exc))
+            return
+        driver = str(answer.get("Driver") or "unknown")
         if driver != self.storage_driver:
             self.storage_driver = driver
             self._log.info("storage_driver_reported", storage_driver=driver)
@@ -186,6 +197,8 @@ class DataRootService:
                 )
             else:
                 self._record_gc(result, settings.gc_low)
+            self.gc_checks += 1
+            self.gc_last_check = time.time()
             await anyio.sleep(settings.gc_interval)
 
     def _record_gc(self, result: GcResult, low: float) -> None:
@@ -224,7 +237,9 @@ class DataRootService:
             "used_percent": round(figures.used_fraction * 100, 1) if figures else None,
             "free_bytes": figures.free_bytes if figures else None,
             "free_inodes": figures.free_inodes if figures else None,
-            "gc": {"runs": self.gc_runs, "reclaimed_bytes": self.gc_reclaimed},
+            "gc": {"enabled": self._config.dataroot.gc_enabled, "checks": self.gc_checks,
+                   "last_check_at": self.gc_last_check, "runs": self.gc_runs,
+                   "reclaimed_bytes": self.gc_reclaimed},
             "findings": [f.as_dict() for f in report.findings] if report else [],
         }
 

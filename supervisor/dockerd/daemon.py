@@ -20,7 +20,7 @@ import contextlib
 import math
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 import anyio
@@ -44,6 +44,10 @@ class Spawns(Protocol):
     def spawn(self, number: int) -> Incarnation: ...
 
     def release(self, incarnation: Incarnation) -> None: ...
+
+    def describe_last(self) -> dict[str, Any]:
+        """How the last dockerd was started, for its ``dockerd_started`` line."""
+        ...
 
 
 class Daemon:
@@ -280,6 +284,19 @@ class Daemon:
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
 
+    async def while_ready(
+        self, work: Callable[[], Coroutine[Any, Any, None]], *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run ``work`` each time dockerd becomes ready, cancelled when it stops being ready."""
+        task_status.started()
+        while True:
+            await self.wait_for_state(lc.State.RUNNING)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(work)
+                await self.wait_for_state(*lc.NOT_READY)
+                tg.cancel_scope.cancel()
+
     async def wait_for_state(self, *states: lc.State) -> lc.State:
         """Return as soon as dockerd is in one of ``states`` (at once if it is)."""
         while self.state not in states:
@@ -306,8 +323,7 @@ class Daemon:
         self._metrics.dockerd_start_time.set(self._wall())
         self._log.info(
             "dockerd_started", pid=incarnation.process.pid,
-            argv=getattr(self._spawner, "last_argv", None),
-            wrapped=getattr(self._spawner, "last_wrapped", None),
+            **self._spawner.describe_last(),
             restart_reason=reason.value if reason else None,
         )
         tg.start_soon(self._supervise_process, incarnation)
@@ -326,7 +342,8 @@ class Daemon:
                 self._event(lc.Exited(returncode))
                 tg.cancel_scope.cancel()
         finally:
-            self._spawner.release(incarnation)
+            with anyio.CancelScope(shield=True):  # closes and unlinks: not on the loop
+                await anyio.to_thread.run_sync(self._spawner.release, incarnation)
 
     async def _readiness_then_liveness(self, incarnation: Incarnation) -> None:
         await wait_ready(self._ready_check, incarnation.notify.ready)

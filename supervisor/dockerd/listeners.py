@@ -33,9 +33,12 @@ import grp
 import os
 import socket
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import anyio
+from anyio.abc import TaskStatus
 
 from supervisor.config import Config
 from supervisor.dockerd_flags import last_value, option_values
@@ -70,6 +73,13 @@ class Plan:
     @property
     def active(self) -> bool:
         return bool(self.endpoints)
+
+
+def served_addresses(argv: Sequence[str], plan: Plan | None) -> list[str]:
+    """Where dockerd answers: with held sockets its argv says only ``fd://``."""
+    if plan is not None and plan.active:
+        return [endpoint.address for endpoint in plan.endpoints]
+    return option_values(list(argv[1:]), *_HOST_OPTIONS)
 
 
 def _without_hosts(args: Sequence[str]) -> list[str]:
@@ -155,6 +165,17 @@ class Listeners:
             if not item.listening:
                 item.sock.listen(_BACKLOG)
                 item.listening = True
+
+    async def hold(self, closing: Callable[[], bool], *,
+                   task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """The agent's part: kept while it lives; closed at its end only when ``closing()``
+        says dockerd is gone for good (a new agent takes them over otherwise)."""
+        try:
+            task_status.started()
+            await anyio.sleep_forever()
+        finally:
+            if closing():
+                self.close()
 
     def close(self) -> None:
         for item in self.items:

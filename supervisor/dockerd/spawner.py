@@ -22,6 +22,7 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from supervisor.dockerd.process import DockerdProcess, ExitSource, LineObserver, spawn
 from supervisor.fdstore import Depositor, pidfd_pid
@@ -62,6 +63,7 @@ class Spawner:
         depositor: Depositor | None = None,
         observers: Sequence[LineObserver] = (),
         exit_source: ExitSource | None = None,
+        serves: Callable[[list[str]], list[str]] = lambda argv: [],
     ) -> None:
         self._argv = argv
         self._env = env
@@ -71,7 +73,9 @@ class Spawner:
         self._depositor = depositor or Depositor()
         self.observers: list[LineObserver] = list(observers)
         self._exit_source = exit_source
+        self._serves = serves
         self.last_argv: list[str] = []
+        self.last_serves: list[str] = []
         self.last_wrapped = False
 
     def notify_path(self, number: int) -> Path:
@@ -93,11 +97,15 @@ class Spawner:
                 path.unlink()
             raise
         self.last_argv, self.last_wrapped = argv, command != argv
+        self.last_serves = self._serves(argv)
         process = DockerdProcess.from_spawn(spawned, observers=self.observers)
         incarnation = Incarnation(number=number, process=process,
                                   notify=NotifyListener(path, notify_sock))
         self._deposit(incarnation)
         return incarnation
+
+    def describe_last(self) -> dict[str, Any]:
+        return {"argv": self.last_argv, "serves": self.last_serves, "wrapped": self.last_wrapped}
 
     def _deposit(self, incarnation: Incarnation) -> None:
         process = incarnation.process

@@ -160,9 +160,9 @@ def test_a_tcp_docker_host_given_to_the_dind_container_is_ignored(
     assert len(ignored) == 1, dind.logs()[-3000:]
     assert ignored[0]["level"] == "info", ignored
     assert "tcp://docker:2376" in str(ignored[0]), ignored
-    argv = dind.events_named("dockerd_started")[0]["argv"]
-    assert "--host=unix:///var/run/docker.sock" in argv, argv
-    assert not any("docker:2376" in arg for arg in argv), argv
+    started = dind.events_named("dockerd_started")[0]
+    assert "unix:///var/run/docker.sock" in started["serves"], started
+    assert not any("docker:2376" in arg for arg in [*started["argv"], *started["serves"]]), started
     version = dind.exec("docker", "-H", "unix:///var/run/docker.sock", "version",
                         "--format", "{{.Server.Version}}")
     assert version.stdout.startswith(suite.dockerd), version

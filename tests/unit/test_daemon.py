@@ -91,6 +91,9 @@ class FakeSpawner:
         self.released: list[int] = []
         self._make = make or (lambda pid: FakeDockerd(pid=pid))
 
+    def describe_last(self) -> dict[str, Any]:
+        return {"argv": ["dockerd"]}
+
     def spawn(self, number: int) -> Incarnation:
         process = self._make(100 + number)
         # The Daemon spawns from a worker thread; the loop's (virtual) clock says when.

@@ -115,3 +115,51 @@ def test_an_auxiliary_failure_is_counted_and_restarted_with_backoff() -> None:
         "dind_agent_part_failures_total", {"part": "http"}
     ) == 4
     assert rec.events == ["start dockerd", "stop dockerd"]
+
+
+def test_a_part_that_recovered_starts_its_backoff_again() -> None:
+    """Failures an hour apart are not a streak: each one waits the first step (1 s) again,
+    while failures in a row still back off."""
+    starts: list[float] = []
+    lifetimes = iter([0.0, 0.0, 0.0, 3600.0, 0.0])
+
+    async def fails_then_lasts(
+        *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        starts.append(anyio.current_time())
+        task_status.started()
+        await anyio.sleep(next(lifetimes, 10_000.0))
+        raise RuntimeError("watcher broke")
+
+    async def main() -> None:
+        async with Parts(Metrics()) as parts:
+            await parts.auxiliary("containers", fails_then_lasts)
+            await anyio.sleep(3700)
+
+    run_virtual(main)
+    gaps = [round(b - a, 1) for a, b in itertools.pairwise(starts)]
+    # 1, 2, 4 after quick failures; after an hour of work 1 s again (not 8), then 2.
+    assert gaps == [1.0, 2.0, 4.0, 3601.0, 2.0]
+
+
+@pytest.mark.parametrize("failing", ["signals", "dataroot", "policy", "listeners", "dockerd",
+                                     "tls"])
+def test_whichever_core_part_fails_the_others_stop_in_reverse_order(failing: str) -> None:
+    """The agent's core parts in their real order: a failure of any one, at any time after
+    the last started, stops every part in reverse order, dockerd before the data-root lock."""
+    rec = Recorder()
+    names = ["signals", "dataroot", "policy", "listeners", "dockerd", "tls"]
+
+    async def main() -> None:
+        async with Parts() as parts:
+            for name in names:
+                await parts.start(name, rec.part(name, fail_after=1.0 if name == failing
+                                                 else None, slow_stop=0.5))
+            await parts.auxiliary("http", rec.part("http"))
+            await parts.failed.wait()
+
+    with pytest.raises(RuntimeError, match=f"{failing} broke"):
+        run_virtual(main)
+    stops = [event.removeprefix("stop ") for event in rec.events if event.startswith("stop")]
+    # The failed part ran its own clean-up first; the rest stop last-started first.
+    assert stops == [failing, "http", *[n for n in reversed(names) if n != failing]]
