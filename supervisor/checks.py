@@ -16,9 +16,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import structlog
-import structlog.testing
-
 from supervisor.errors import CertificateError, PreparationError, SupervisorError
 from supervisor.findings import Finding, Severity
 
@@ -66,10 +63,7 @@ def check_preparation(
         ]
     options = options_from_config(config, dry_run=True, proc_root=proc_root)
     try:
-        # prepare() logs each step for `run`; here the findings say the same, and
-        # log lines on stdout would corrupt `check --json`.
-        with structlog.testing.capture_logs():
-            report = prepare(options, env=os.environ if env is None else env)
+        report = prepare(options, env=os.environ if env is None else env)
     except PreparationError as exc:
         return [_error_finding("prepare", exc)]
     findings = list(report.findings)

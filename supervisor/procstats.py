@@ -157,17 +157,25 @@ def _max_fds(limits_path: str) -> float | None:
     return None
 
 
-def pid_from_file(path: str) -> PidProvider:
+def pid_from_file(path: str, *, expect_comm: str | None = None,
+                  proc_root: str = "/proc") -> PidProvider:
     """A provider reading a pid file at each call (dockerd rewrites containerd's at each start).
 
-    Pair it with `ProcessFigures(expect_comm=...)`: a stale file may name a reused pid.
+    With ``expect_comm``, a pid whose process has another name counts as none:
+    a stale file may name a reused pid.
     """
+    expected = expect_comm.encode() if expect_comm is not None else None
 
     def provider() -> int | None:
         try:
-            return int(_read(path).strip() or b"0") or None
+            pid = int(_read(path).strip() or b"0")
+            if pid <= 0:
+                return None
+            if expected is not None and _read(f"{proc_root}/{pid}/comm").strip() != expected:
+                return None
         except (OSError, ValueError):
             return None
+        return pid
 
     return provider
 
@@ -192,12 +200,15 @@ class ProcessFigures:
         self._process = process
         self._declared = process_families(process)
         self._expect_comm = expect_comm
-        self._reader = reader or ProcReader.for_root()
+        # Read at the first scrape (in the endpoint's thread), not on the event loop.
+        self._reader = reader
 
     def sample(self) -> ProcessSample | None:
         pid = self._pid()
         if pid is None:
             return None
+        if self._reader is None:
+            self._reader = ProcReader.for_root()
         sample = read_process(self._reader, pid)
         if sample is None or (self._expect_comm is not None and sample.comm != self._expect_comm):
             return None

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from supervisor.atomicfile import replace_file
 
 STATE_NAME = "agent-state.json"
 
@@ -29,11 +30,11 @@ def read(state_dir: Path) -> dict[str, Any]:
 
 def write(state_dir: Path, data: dict[str, Any]) -> None:
     path = state_dir / STATE_NAME
-    tmp = path.with_name(path.name + ".tmp")
     with contextlib.suppress(OSError):
         state_dir.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(data, sort_keys=True, default=str))
-        os.replace(tmp, path)
+        # In /run: it need not outlive the host, only the agent.
+        replace_file(path, json.dumps(data, sort_keys=True, default=str).encode(),
+                     durable=False)
 
 
 def update(state_dir: Path, **changes: Any) -> None:

@@ -14,8 +14,9 @@ Call order at agent start: ``acquire`` -> ``begin_run`` ->
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from supervisor.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from supervisor.dataroot.disk import (
@@ -108,12 +109,7 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_WHERE[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _WHERE)
 
 
 __all__ = [

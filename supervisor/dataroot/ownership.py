@@ -33,6 +33,7 @@ from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 
+from supervisor.atomicfile import fsync_dir, replace_file
 from supervisor.errors import DataRootError, DataRootLockedError
 
 LOCK_NAME = ".dind-supervisor.lock"
@@ -371,20 +372,12 @@ def begin_run(
 def end_run_cleanly(data_root: Path) -> None:
     """Remove the marker: the next ``begin_run`` sees a clean stop."""
     (data_root / MARKER_NAME).unlink(missing_ok=True)
-    _fsync_dir(data_root)
+    fsync_dir(data_root)
 
 
 def _write_durably(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        replace_file(path, data)
     except OSError as exc:
         raise DataRootError(
             f"cannot write {path}: {exc.strerror}",
@@ -393,9 +386,3 @@ def _write_durably(path: Path, data: bytes) -> None:
         ) from exc
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -19,6 +19,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from supervisor.atomicfile import replace_file
+
 CACHE_NAME = ".dind-supervisor.dockerd-version"
 DOCKERD_DEFAULT_OOM_SCORE_ADJ = -500
 LAST_MAJOR_WITH_OOM_FLAG = 25
@@ -57,9 +59,8 @@ def major(binary: str, *, cache_dir: Path, path: str | None = None) -> int | Non
         return None
     found = int(match.group(1))
     with contextlib.suppress(OSError):
-        tmp = cache.with_name(cache.name + ".tmp")
-        tmp.write_text(json.dumps({"binary": identity, "major": found}))
-        os.replace(tmp, cache)
+        replace_file(cache, json.dumps({"binary": identity, "major": found}).encode(),
+                     durable=False)  # a cache: lost, it is asked again
     return found
 
 

@@ -31,6 +31,7 @@ from supervisor.policy.explain import explain_runtime_error
 from supervisor.policy.figures import PolicyFigures, policy_figures
 from supervisor.policy.plan import Plan, PolicyDeviation
 from supervisor.policy.spec import Policy
+from supervisor.procstats import pid_from_file
 
 # Limits change only when a process starts (the pids are part of the key);
 # a short age still shows an outside prlimit or oom_score_adj change soon.
@@ -63,6 +64,8 @@ class PolicyService:
         self.runtime_errors = 0
         self.last_runtime_error: dict[str, Any] | None = None
         self._dockerd_pid = dockerd_pid
+        self._containerd_pid = pid_from_file(str(config.dockerd.containerd_pidfile),
+                                             expect_comm="containerd")
         self._figures_cache: tuple[tuple[tuple[str, str], ...], float, PolicyFigures] | None = None
         metrics.register(PolicyCollector(self))
 
@@ -128,17 +131,6 @@ class PolicyService:
             for request in (*self.policy.agent_rlimits, *self.policy.dockerd_rlimits)
         }
         return frozenset(named | _ALWAYS_EXPORTED)
-
-    def _containerd_pid(self) -> int | None:
-        """containerd from dockerd's pid file (cheap on every scrape), checked by name."""
-        try:
-            with open(self._config.dockerd.containerd_pidfile, "rb") as handle:
-                pid = int(handle.read().strip() or b"0")
-            with open(f"/proc/{pid}/comm", "rb") as handle:
-                comm = handle.read().strip()
-        except (OSError, ValueError):
-            return None
-        return pid if comm == b"containerd" else None
 
     def status(self) -> dict[str, Any]:
         """What each process got (read from /proc now), what was planned, and what went wrong."""

@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from supervisor.errors import PreparationError
-from supervisor.findings import Finding, Severity
+from supervisor.findings import Severity
 from supervisor.mountinfo import MountEntry
 from supervisor.prepare.mounts import visible_mount
-from supervisor.prepare.report import Outcome, StepReport
+from supervisor.prepare.report import Outcome, StepReport, reported
 
 DEFAULT_ROOT = "/sys/fs/cgroup"
 DEFAULT_INIT_GROUP = "init"  # the name docker:dind uses
@@ -303,23 +303,12 @@ def prepare_cgroups(
         severity = Severity.WARNING if plan.mode is CgroupMode.V2 else Severity.OK
         if plan.mode is CgroupMode.NONE:
             severity = Severity.WARNING
-        return StepReport(
-            step="cgroup",
-            outcome=Outcome.NOT_NEEDED,
-            findings=(
-                Finding(
-                    topic=_TOPIC,
-                    severity=severity,
-                    message=plan.reason if plan.mode is not CgroupMode.NONE
-                    else f"no cgroup filesystem is mounted on {root}",
-                    remedy="run the container with --cgroupns=private"
-                    if severity is Severity.WARNING
-                    else None,
-                    data={"mode": str(plan.mode)},
-                ),
-            ),
-            data=data,
-        )
+        message = plan.reason if plan.mode is not CgroupMode.NONE else (
+            f"no cgroup filesystem is mounted on {root}")
+        remedy = "run the container with --cgroupns=private" if severity is Severity.WARNING \
+            else None
+        return reported("cgroup", Outcome.NOT_NEEDED, severity, message, remedy=remedy,
+                        evidence={"mode": str(plan.mode)}, data=data)
     if plan.read_only:
         raise PreparationError(
             f"cgroup v2 is mounted read-only on {root}: dockerd cannot create container groups",
@@ -329,19 +318,10 @@ def prepare_cgroups(
         )
     if dry_run:
         waiting = _pids(fs.read_text(f"{root}/cgroup.procs"))
-        return StepReport(
-            step="cgroup",
-            outcome=Outcome.PLANNED,
-            findings=(
-                Finding(
-                    topic=_TOPIC,
-                    severity=Severity.INFO,
-                    message=f"would move {len(waiting)} process(es) from {root} into"
-                    f" {root}/{init_group} and enable its controllers",
-                ),
-            ),
-            data={**data, "root_processes": len(waiting)},
-        )
+        return reported("cgroup", Outcome.PLANNED, Severity.INFO,
+                        f"would move {len(waiting)} process(es) from {root} into"
+                        f" {root}/{init_group} and enable its controllers",
+                        data={**data, "root_processes": len(waiting)})
     result = enable_nesting(fs, root, init_group=init_group, max_rounds=max_rounds)
     data.update(
         init_group=f"{root}/{init_group}",
@@ -352,19 +332,11 @@ def prepare_cgroups(
         already_enabled=list(result.already_enabled),
     )
     outcome = Outcome.DONE if result.moved or result.enabled else Outcome.ALREADY
-    return StepReport(
-        step="cgroup",
-        outcome=outcome,
-        findings=(
-            Finding(
-                topic=_TOPIC,
-                severity=Severity.INFO,
-                message=f"cgroup v2: moved {result.moved} process(es) into {root}/{init_group}"
-                f" ({result.vanished} exited meanwhile) in {result.rounds} round(s); controllers"
-                f" enabled: {' '.join(result.enabled + result.already_enabled) or 'none'};"
-                " dockerd inherits the agent's group",
-                data={"moved": result.moved, "rounds": result.rounds},
-            ),
-        ),
-        data=data,
+    return reported(
+        "cgroup", outcome, Severity.INFO,
+        f"cgroup v2: moved {result.moved} process(es) into {root}/{init_group}"
+        f" ({result.vanished} exited meanwhile) in {result.rounds} round(s); controllers"
+        f" enabled: {' '.join(result.enabled + result.already_enabled) or 'none'};"
+        " dockerd inherits the agent's group",
+        evidence={"moved": result.moved, "rounds": result.rounds}, data=data,
     )

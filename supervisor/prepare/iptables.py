@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from supervisor.findings import Finding, Severity
-from supervisor.prepare.report import Outcome, StepReport
+from supervisor.prepare.report import Outcome, StepReport, reported
 
 LEGACY_ENV = "DOCKER_IPTABLES_LEGACY"
 TOOLS = (
@@ -209,18 +209,9 @@ def prepare_iptables(
     """Gather evidence in a side-effect-free order, choose, link, and report the version."""
     if mode is IptablesMode.OFF:
         return IptablesResult(
-            report=StepReport(
-                step="iptables",
-                outcome=Outcome.SKIPPED,
-                findings=(
-                    Finding(
-                        topic=_TOPIC,
-                        severity=Severity.INFO,
-                        message="iptables backend selection is off: dockerd uses the"
-                        " iptables on its PATH",
-                    ),
-                ),
-            ),
+            report=reported("iptables", Outcome.SKIPPED, Severity.INFO,
+                            "iptables backend selection is off: dockerd uses the iptables"
+                            " on its PATH"),
             directory=None,
             backend=None,
         )

@@ -23,9 +23,9 @@ from pathlib import PurePosixPath
 from typing import Protocol
 
 from supervisor import mountinfo
-from supervisor.findings import Finding, Severity
+from supervisor.findings import Severity
 from supervisor.mountinfo import MountEntry
-from supervisor.prepare.report import Outcome, StepReport
+from supervisor.prepare.report import Outcome, StepReport, reported
 
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
@@ -254,98 +254,38 @@ def apply_mount_step(
     dry_run: bool = False,
 ) -> StepReport:
     """Decide from mountinfo, mount if needed, then confirm by reading mountinfo again."""
-    topic = f"prepare.{step}"
     try:
         before = parse_mountinfo(system.read_mountinfo())
     except OSError as exc:
-        return StepReport(
-            step=step,
-            outcome=Outcome.FAILED,
-            findings=(
-                Finding(
-                    topic=topic,
-                    severity=Severity.WARNING,
-                    message=f"cannot read mountinfo to prepare {target}: {exc}",
-                    remedy="mount /proc in the container",
-                ),
-            ),
-        )
+        return reported(step, Outcome.FAILED, Severity.WARNING,
+                        f"cannot read mountinfo to prepare {target}: {exc}",
+                        remedy="mount /proc in the container")
     decision = decide(before, system)
     info = {"target": target, "reason": decision.reason}
     if not decision.needed:
-        return StepReport(
-            step=step,
-            outcome=decision.outcome,
-            findings=(
-                Finding(
-                    topic=topic,
-                    severity=decision.severity,
-                    message=decision.reason,
-                    remedy=decision.remedy,
-                ),
-            ),
-            data=info,
-        )
+        return reported(step, decision.outcome, decision.severity, decision.reason,
+                        remedy=decision.remedy, data=info)
     if dry_run:
-        return StepReport(
-            step=step,
-            outcome=Outcome.PLANNED,
-            findings=(
-                Finding(
-                    topic=topic,
-                    severity=Severity.INFO,
-                    message=f"would mount {fstype or 'propagation'} on {target}: {decision.reason}",
-                ),
-            ),
-            data=info,
-        )
+        return reported(step, Outcome.PLANNED, Severity.INFO,
+                        f"would mount {fstype or 'propagation'} on {target}: {decision.reason}",
+                        data=info)
     try:
         system.mount(source, target, fstype, flags, data)
     except OSError as exc:
         name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
-        return StepReport(
-            step=step,
-            outcome=Outcome.FAILED,
-            findings=(
-                Finding(
-                    topic=topic,
-                    severity=Severity.WARNING,
-                    message=f"{step}: mount on {target} failed with {name} ({exc.strerror});"
-                    f" {_IMPACT[step]}",
-                    remedy=_remedy(exc),
-                    data={"errno": name},
-                ),
-            ),
-            data={**info, "errno": name},
-        )
+        return reported(step, Outcome.FAILED, Severity.WARNING,
+                        f"{step}: mount on {target} failed with {name} ({exc.strerror});"
+                        f" {_IMPACT[step]}",
+                        remedy=_remedy(exc), evidence={"errno": name},
+                        data={**info, "errno": name})
     after = decide(parse_mountinfo(system.read_mountinfo()), system)
     if after.needed:
-        return StepReport(
-            step=step,
-            outcome=Outcome.FAILED,
-            findings=(
-                Finding(
-                    topic=topic,
-                    severity=Severity.WARNING,
-                    message=f"{step}: mount(2) on {target} returned success but mountinfo"
-                    f" still says: {after.reason}; {_IMPACT[step]}",
-                ),
-            ),
-            data=info,
-        )
-    return StepReport(
-        step=step,
-        outcome=Outcome.DONE,
-        findings=(
-            Finding(
-                topic=topic,
-                severity=Severity.INFO,
-                message=f"{step}: {decision.reason}: mounted {fstype or 'shared propagation'}"
-                f" on {target}, confirmed in mountinfo",
-            ),
-        ),
-        data=info,
-    )
+        return reported(step, Outcome.FAILED, Severity.WARNING,
+                        f"{step}: mount(2) on {target} returned success but mountinfo"
+                        f" still says: {after.reason}; {_IMPACT[step]}", data=info)
+    return reported(step, Outcome.DONE, Severity.INFO,
+                    f"{step}: {decision.reason}: mounted {fstype or 'shared propagation'}"
+                    f" on {target}, confirmed in mountinfo", data=info)
 
 
 class _Decide(Protocol):

@@ -49,16 +49,23 @@ class StepReport:
         }
 
 
+def reported(
+    step: str,
+    outcome: Outcome,
+    severity: Severity,
+    message: str,
+    *,
+    remedy: str | None = None,
+    evidence: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+) -> StepReport:
+    """A step's report that one finding explains (``evidence`` is that finding's data)."""
+    finding = Finding(topic=f"prepare.{step}", severity=severity, message=message,
+                      remedy=remedy, data=evidence or {})
+    return StepReport(step=step, outcome=outcome, findings=(finding,), data=data or {})
+
+
 def skipped(step: str, reason: str | None = None) -> StepReport:
     """The report of a step that configuration turned off (or did not ask for)."""
-    return StepReport(
-        step=step,
-        outcome=Outcome.SKIPPED,
-        findings=(
-            Finding(
-                topic=f"prepare.{step}",
-                severity=Severity.INFO,
-                message=reason or f"{step} preparation is turned off by configuration",
-            ),
-        ),
-    )
+    message = reason or f"{step} preparation is turned off by configuration"
+    return reported(step, Outcome.SKIPPED, Severity.INFO, message)

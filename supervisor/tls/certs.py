@@ -137,20 +137,6 @@ def _mismatch(cert_path: Path, key_path: Path, folder: str) -> CertificateError:
     )
 
 
-def _status(name: str, path: str, cert: x509.Certificate, key: PrivateKey,
-            spec: CertSpec) -> CertStatus:
-    return CertStatus(
-        name=name,
-        path=path,
-        serial=cert.serial_number,
-        not_before=cert.not_valid_before_utc,
-        not_after=cert.not_valid_after_utc,
-        renew_at=cert_renewal_time(cert, spec),
-        key_type=key_type_of(key),
-        sans=tuple(SanSet.from_certificate(cert).entries()),
-    )
-
-
 class _Managed:
     """One pass over a certdir whose CA key the agent holds."""
 
@@ -164,6 +150,10 @@ class _Managed:
         self.statuses: list[CertStatus] = []
         self.findings: list[Finding] = []
         self.loaded: dict[str, tuple[PrivateKey | None, x509.Certificate | None]] = {}
+
+    def _status(self, name: str, cert: x509.Certificate, key: PrivateKey) -> CertStatus:
+        return CertStatus.of(name, f"{name}/cert.pem", cert, key_type=key_type_of(key),
+                             renew_at=cert_renewal_time(cert, self.spec))
 
     def _check_key_type(self, key: PrivateKey, rel: str) -> None:
         found = key_type_of(key)
@@ -221,7 +211,7 @@ class _Managed:
                 self.writer.remove("ca", "retired.pem")
             else:
                 self.writer.write("ca", "retired.pem", wanted, store.PUBLIC_MODE)
-        self.statuses.append(_status("ca", "ca/cert.pem", cert, key, self.spec))
+        self.statuses.append(self._status("ca", cert, key))
         return cert, key, certs_to_pem([cert, *kept])
 
     def leaf(
@@ -278,7 +268,7 @@ class _Managed:
                     new_serial=cert.serial_number,
                 )
             )
-        self.statuses.append(_status(role, f"{role}/cert.pem", cert, key, self.spec))
+        self.statuses.append(self._status(role, cert, key))
 
     def load(self) -> None:
         """Read and check every existing key and certificate before anything is written.

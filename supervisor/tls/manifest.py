@@ -23,11 +23,11 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from supervisor.atomicfile import replace_file
 from supervisor.tls.model import CertReport, CertSpec
 from supervisor.tls.san import SanSet
 
@@ -129,16 +129,9 @@ def build(certdir: Path, report: CertReport, spec: CertSpec, sans: SanSet) -> Ma
 def write(certdir: Path, manifest: Manifest) -> None:
     """Atomically; a failure leaves the old record or none, both safe (full path next time)."""
     path = certdir / MANIFEST_NAME
-    tmp = path.with_name(path.name + ".tmp")
     data = (json.dumps(manifest.to_json(), indent=1, sort_keys=True) + "\n").encode()
     with contextlib.suppress(OSError):
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        replace_file(path, data)
 
 
 def forget(certdir: Path) -> None:

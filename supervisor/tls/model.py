@@ -93,6 +93,10 @@ class CertSpec:
         if not 0 <= self.client_key_mode <= 0o777:
             raise ValueError(f"client_key_mode must be a file mode, got {self.client_key_mode:o}")
 
+    @property
+    def shortest_lifetime(self) -> timedelta:
+        return min(self.ca_lifetime, self.server_lifetime, self.client_lifetime)
+
     def lifetime(self, name: str) -> timedelta:
         return {
             "ca": self.ca_lifetime,
@@ -113,6 +117,16 @@ class CertStatus:
     renew_at: datetime | None  # None when the agent cannot renew it (user-managed)
     key_type: str | None
     sans: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, name: str, path: str, cert: x509.Certificate, *, key_type: str | None,
+           renew_at: datetime | None) -> CertStatus:
+        return cls(
+            name=name, path=path, serial=cert.serial_number,
+            not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
+            renew_at=renew_at, key_type=key_type,
+            sans=tuple(SanSet.from_certificate(cert).entries()),
+        )
 
     def days_left(self, now: datetime) -> float:
         return days_left(self.not_after, now)

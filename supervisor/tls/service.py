@@ -57,8 +57,7 @@ def retry_base(spec: CertSpec) -> dt.timedelta:
     leaf of seconds would expire before the first retry. A twentieth of the
     shortest lifetime leaves room for several retries, never below a second.
     """
-    shortest = min(spec.ca_lifetime, spec.server_lifetime, spec.client_lifetime)
-    return max(dt.timedelta(seconds=1), min(dt.timedelta(minutes=1), shortest / 20))
+    return max(dt.timedelta(seconds=1), min(dt.timedelta(minutes=1), spec.shortest_lifetime / 20))
 
 
 def recheck_interval(spec: CertSpec) -> dt.timedelta:
@@ -67,8 +66,7 @@ def recheck_interval(spec: CertSpec) -> dt.timedelta:
     Five minutes bounds how long dockerd serves files replaced by someone
     else; short lifetimes (tests, demos) look more often, never below 1 s.
     """
-    shortest = min(spec.ca_lifetime, spec.server_lifetime, spec.client_lifetime)
-    return max(dt.timedelta(seconds=1), min(dt.timedelta(minutes=5), shortest / 20))
+    return max(dt.timedelta(seconds=1), min(dt.timedelta(minutes=5), spec.shortest_lifetime / 20))
 
 
 def server_fingerprint(certdir: Path) -> bytes:

@@ -6,22 +6,19 @@ and the ``certs`` command share one reading of the [tls] settings.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 
-from supervisor.config import Config, TlsConfig
+from supervisor.config import Config
 from supervisor.tls.model import CertSpec, parse_key_type
 from supervisor.tls.san import SanSet, default_sans, parse_tls_san, system_hostnames
-
-
-def shortest_lifetime(tls: TlsConfig) -> float:
-    return min(tls.ca_lifetime, tls.server_lifetime, tls.client_lifetime)
 
 
 def spec_from_config(config: Config) -> CertSpec:
     tls = config.tls
     source = config.sources.get("tls.key_type", "default")
-    return CertSpec(
+    spec = CertSpec(
         key_type=parse_key_type(tls.key_type, key="tls.key_type", source=source),
         ca_lifetime=dt.timedelta(seconds=tls.ca_lifetime),
         server_lifetime=dt.timedelta(seconds=tls.server_lifetime),
@@ -29,10 +26,12 @@ def spec_from_config(config: Config) -> CertSpec:
         renew_fraction=tls.renew_fraction,
         client_key_mode=int(tls.client_key_mode, 8),
         expiry_warning=dt.timedelta(seconds=tls.expiry_warning),
-        # Lifetimes of seconds (tests, demos) cannot afford a minute of backdating.
-        # Every lifetime counts: a 12 s client certificate backdated by a minute
-        # would be issued already due and renewed in a tight loop.
-        backdate=dt.timedelta(seconds=min(60.0, shortest_lifetime(tls) / 100)),
+    )
+    # Lifetimes of seconds (tests, demos) cannot afford a minute of backdating.
+    # Every lifetime counts: a 12 s client certificate backdated by a minute
+    # would be issued already due and renewed in a tight loop.
+    return dataclasses.replace(
+        spec, backdate=min(dt.timedelta(minutes=1), spec.shortest_lifetime / 100)
     )
 
 

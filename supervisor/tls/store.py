@@ -15,11 +15,9 @@ writes so that any mix of old and new files a reader can see still works.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import os
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +25,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from supervisor.atomicfile import replace_file
 from supervisor.errors import CertificateError
 from supervisor.tls.issue import PrivateKey
 
@@ -129,27 +128,9 @@ def make_dir(path: Path, mode: int) -> None:
 
 def write_atomic(path: Path, data: bytes, *, mode: int) -> None:
     """Replace ``path`` with ``data`` so a reader sees the old or the new bytes, never a mix."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-        try:
-            os.fchmod(fd, mode)  # the umask must not widen or narrow what we chose
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_file(path, data, mode=mode)
     except OSError as err:
-        # If the directory refuses even that, the original is untouched anyway.
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
         raise os_error(err, path, "write") from err
 
 

@@ -101,19 +101,6 @@ def _check_set(
     return leaf, anchor, key_type_of(key)
 
 
-def _status(name: str, path: str, cert: x509.Certificate, key_type: str | None) -> CertStatus:
-    return CertStatus(
-        name=name,
-        path=path,
-        serial=cert.serial_number,
-        not_before=cert.not_valid_before_utc,
-        not_after=cert.not_valid_after_utc,
-        renew_at=None,
-        key_type=key_type,
-        sans=tuple(SanSet.from_certificate(cert).entries()),
-    )
-
-
 def verify(certdir: Path, spec: CertSpec, sans: SanSet, now: datetime) -> CertReport:
     """Verify the user's server set (errors) and client set (warnings); write nothing."""
     leaf, anchor, key_type = _check_set(certdir / "server", "server", now)
@@ -142,8 +129,8 @@ def verify(certdir: Path, spec: CertSpec, sans: SanSet, now: datetime) -> CertRe
             )
         )
     statuses = [
-        _status("ca", "server/ca.pem", anchor, None),
-        _status("server", "server/cert.pem", leaf, key_type),
+        CertStatus.of("ca", "server/ca.pem", anchor, key_type=None, renew_at=None),
+        CertStatus.of("server", "server/cert.pem", leaf, key_type=key_type, renew_at=None),
     ]
     client = certdir / "client"
     if any(store.read_optional(client / n) is not None for n in LEAF_FILES):
@@ -155,7 +142,8 @@ def verify(certdir: Path, spec: CertSpec, sans: SanSet, now: datetime) -> CertRe
                         remedy=err.remedy, data={"path": err.path})
             )
         else:
-            statuses.append(_status("client", "client/cert.pem", c_leaf, c_type))
+            statuses.append(CertStatus.of("client", "client/cert.pem", c_leaf, key_type=c_type,
+                                          renew_at=None))
     for status in statuses:
         left = status.not_after - now
         if left < spec.expiry_warning:

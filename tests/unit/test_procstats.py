@@ -242,6 +242,21 @@ def test_pid_from_file(tmp_path: Path, content: str | None, expected: int | None
     assert pid_from_file(str(path))() == expected
 
 
+@pytest.mark.parametrize(("comm", "expected"), [("containerd\n", 77), ("bash\n", None),
+                                                 (None, None)])
+def test_pid_from_file_checks_the_process_name(
+    tmp_path: Path, comm: str | None, expected: int | None
+) -> None:
+    """A stale pid file naming a pid reused by another process, or a dead one, names nobody."""
+    (tmp_path / "containerd.pid").write_text("77")
+    if comm is not None:
+        (tmp_path / "77").mkdir()
+        (tmp_path / "77" / "comm").write_text(comm)
+    provider = pid_from_file(str(tmp_path / "containerd.pid"), expect_comm="containerd",
+                             proc_root=str(tmp_path))
+    assert provider() == expected
+
+
 @pytest.fixture
 def sleeper() -> Iterator[int]:
     # It says when it is done starting: until then its memory moves between two reads.
