@@ -126,6 +126,10 @@ def spawn(argv: Sequence[str], *, env: Mapping[str, str], pass_fds: Sequence[int
     """Start ``argv`` in its own session with one output pipe. Synchronous and quick (vfork+exec):
     usable before the event loop exists. Raises OSError when it cannot be run."""
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    # A child inherits the signal mask, and dockerd (Go) keeps SIGTERM blocked if
+    # it starts with it blocked: the graceful stop would never arrive. As PID 1 the
+    # launch runs with the stop signals blocked (they wait for the agent's handlers).
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, ())
     try:
         popen = subprocess.Popen(
             list(argv),
@@ -135,6 +139,7 @@ def spawn(argv: Sequence[str], *, env: Mapping[str, str], pass_fds: Sequence[int
             env=dict(env),
             start_new_session=True,
             pass_fds=tuple(pass_fds),
+            preexec_fn=_unblock_signals if blocked else None,  # noqa: PLW1509
         )
     except BaseException:
         os.close(read_end)
@@ -144,6 +149,10 @@ def spawn(argv: Sequence[str], *, env: Mapping[str, str], pass_fds: Sequence[int
     os.set_blocking(read_end, False)
     return Spawned(pid=popen.pid, pidfd=_pidfd(popen.pid), output=read_end,
                    started_at=time.time(), popen=popen)
+
+
+def _unblock_signals() -> None:
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
 class DockerdProcess:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import pytest
 
 from supervisor.config import Config, DockerdConfig, TlsConfig, load
-from supervisor.dockerd.process import TlsFiles, build_argv
+from supervisor.dockerd.process import TlsFiles, build_argv, spawn
 
 pytestmark = pytest.mark.unit
 
@@ -200,3 +202,18 @@ def test_attached_short_option_suppresses_ours(user: list[str], ours: str) -> No
     """dockerd (pflag) reads -Hvalue like -H value, so it suppresses ours too."""
     argv = build_argv(config(*user), tls=TLS)
     assert not any(a.startswith(ours) for a in argv[: len(argv) - len(user)])
+
+
+def test_dockerd_starts_with_no_signal_blocked_whatever_the_spawner_blocks() -> None:
+    """PID 1 spawns dockerd with the stop signals blocked; Go would keep SIGTERM blocked."""
+    blocked = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        spawned = spawn(["grep", "SigBlk", "/proc/self/status"], env={"PATH": "/usr/bin:/bin"})
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    assert spawned.popen is not None
+    assert spawned.popen.wait(timeout=10) == 0
+    os.set_blocking(spawned.output, True)
+    with os.fdopen(spawned.output, "rb") as output:
+        assert output.read().split() == [b"SigBlk:", b"0000000000000000"]
