@@ -123,14 +123,19 @@ class HttpEndpoint:
                 self._log.info("http_listening", host=host, port=port,
                                tls=self._context is not None)
             if self.unix_path is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    self.unix_path.unlink()
-                self.unix_path.parent.mkdir(parents=True, exist_ok=True)
+                await anyio.to_thread.run_sync(_make_room_for_socket, self.unix_path)
                 await web.UnixSite(runner, str(self.unix_path)).start()
-                os.chmod(self.unix_path, 0o600)
+                await anyio.to_thread.run_sync(os.chmod, self.unix_path, 0o600)
                 self._log.info("http_listening", socket=str(self.unix_path))
             task_status.started()
             await anyio.sleep_forever()
         finally:
             with anyio.CancelScope(shield=True):
                 await runner.cleanup()
+
+
+def _make_room_for_socket(path: Path) -> None:
+    """A socket file left by an agent that died is in the way of bind(2)."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)

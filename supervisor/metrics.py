@@ -193,7 +193,10 @@ class Metrics:
     """The agent's pushed metrics; one instance per agent, on its own registry."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry(auto_describe=True)
+        # No auto_describe: it would call collect() of the standard library collectors
+        # (process, platform, GC) at registration, reading /proc on the event loop. Ours
+        # describe() their declared families, and name clashes are still refused.
+        self.registry = registry or CollectorRegistry(auto_describe=False)
         r = self.registry
 
         def gauge(spec: Family) -> Gauge:
