@@ -16,6 +16,9 @@ APT_PACKAGES=(
   xfsprogs        # an xfs loop image for the d_type preflight test
   systemd         # systemd-analyze verifies the unit file
   wrk             # HTTP load for the benchmarks
+  rootlesskit     # rootless mode: dockerd as an unprivileged user (tests/integration/test_rootless.py)
+  slirp4netns     # its network driver (vpnkit is not packaged in Debian)
+  uidmap          # newuidmap/newgidmap: the subordinate id ranges
   curl procps psmisc ca-certificates
   python3-venv
 )
