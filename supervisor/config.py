@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import tomllib
 import typing
@@ -174,6 +175,23 @@ class PrepareConfig:
     iptables: str = _opt("auto", "iptables backend: auto, legacy, nft or off")
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RootlessConfig:
+    enabled: str = _opt(
+        "auto", "run dockerd through rootlesskit as docker:dind-rootless does: auto (when the"
+        " agent is not root), true or false"
+    )
+    rootlesskit: str = _opt("rootlesskit", "rootlesskit executable (name on PATH or absolute path)")
+    net: str = _opt(
+        "auto", "rootlesskit's --net (DOCKERD_ROOTLESS_ROOTLESSKIT_NET); auto: slirp4netns, or"
+        " vpnkit where slirp4netns is missing"
+    )
+    mtu: int = _opt(1500, "rootlesskit's --mtu (DOCKERD_ROOTLESS_ROOTLESSKIT_MTU)")
+    flags: tuple[str, ...] = _opt(
+        (), "more rootlesskit flags, before dockerd's command (DOCKERD_ROOTLESS_ROOTLESSKIT_FLAGS)"
+    )
+
+
 def _raw(help_text: str) -> Any:
     return field(default=None, metadata={"raw": True, "help": help_text})
 
@@ -210,6 +228,7 @@ class Config:
     tls: TlsConfig = field(default_factory=TlsConfig)
     dataroot: DataRootConfig = field(default_factory=DataRootConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    rootless: RootlessConfig = field(default_factory=RootlessConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     # Where each non-default value came from, for error messages later on.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -241,6 +260,12 @@ class Config:
         if user_sets(d.args, "--live-restore"):
             return last_value(d.args, "--live-restore") not in ("false", "0")
         return d.live_restore and not d.exact_args
+
+    @property
+    def rootless_on(self) -> bool:
+        """dockerd runs through rootlesskit (``load`` turns ``auto`` into ``true`` for a
+        non-root agent)."""
+        return self.rootless.enabled == "true"
 
     @property
     def socket_path(self) -> Path:
@@ -403,12 +428,23 @@ def _toml_layer(path: Path, *, named_by: tuple[str, str]) -> _Layer:
     return layer
 
 
+# docker:dind-rootless's own variables, read as its entrypoint reads them.
+_ROOTLESSKIT_VARIABLES = {
+    "DOCKERD_ROOTLESS_ROOTLESSKIT_NET": "net",
+    "DOCKERD_ROOTLESS_ROOTLESSKIT_MTU": "mtu",
+    "DOCKERD_ROOTLESS_ROOTLESSKIT_FLAGS": "flags",
+}
+
+
 def _env_layer(env: Mapping[str, str]) -> _Layer:
     layer = _Layer()
     if "DOCKER_TLS_CERTDIR" in env:
         layer.put("tls", "certdir", env["DOCKER_TLS_CERTDIR"], "environment DOCKER_TLS_CERTDIR")
     if "DOCKER_TLS_SAN" in env:
         layer.put("tls", "san", env["DOCKER_TLS_SAN"], "environment DOCKER_TLS_SAN")
+    for name, key in _ROOTLESSKIT_VARIABLES.items():
+        if env.get(name):  # empty means the default, as the entrypoint's ${VAR:-default}
+            layer.put("rootless", key, env[name], f"environment {name}")
     docker_host = env.get("DOCKER_HOST", "")
     if is_unix_socket_url(docker_host):
         layer.put("dockerd", "host", docker_host, "environment DOCKER_HOST")
@@ -517,6 +553,13 @@ def _validate(config: Config) -> None:
         fail("prepare", "enabled", config.prepare.enabled, "must be auto, true or false")
     if config.prepare.iptables not in ("auto", "legacy", "nft", "off"):
         fail("prepare", "iptables", config.prepare.iptables, "must be auto, legacy, nft or off")
+    if config.rootless.enabled not in ("auto", "true", "false"):
+        fail("rootless", "enabled", config.rootless.enabled, "must be auto, true or false")
+    if not 68 <= config.rootless.mtu <= 65535:
+        fail("rootless", "mtu", config.rootless.mtu, "must be 68..65535 (rootlesskit's --mtu)")
+    if not config.rootless.net.strip():
+        fail("rootless", "net", config.rootless.net, "must name a rootlesskit network driver"
+             " (auto, slirp4netns, vpnkit, pasta, lxc-user-nic, host)")
     if config.http.tls and not config.tls.certdir:
         fail(
             "http",
@@ -565,10 +608,13 @@ def load(
     flags: Mapping[tuple[str, str], object] | None = None,
     dockerd_args: Sequence[str] = (),
     exact_args: bool = False,
+    euid: int | None = None,
 ) -> Config:
     """Merge the sources (later wins) and validate; raises ConfigError.
 
     ``exact_args``: the command line was ``dockerd ARGS`` (see invocation.py).
+    ``euid``: the agent's user (default: this process's), which decides
+    ``[rootless] enabled = auto``.
     """
     layers: list[_Layer] = []
     if config_file is not None:
@@ -596,10 +642,15 @@ def load(
     if exact_args:
         merged["dockerd"]["exact_args"] = True
         sources["dockerd.exact_args"] = "arguments after -- (starting with `dockerd`)"
+    # Before dockerd's own flags are read: they win over rootless defaults too.
+    notices = [notice for layer in layers for notice in layer.notices]
+    notices += _rootless_defaults(merged, sources, env, os.geteuid() if euid is None else euid)
     if merged["dockerd"].get("exact_args"):
         # dockerd serves the socket its own flags name, whatever DOCKER_HOST says.
         args = typing.cast(tuple[str, ...], merged["dockerd"].get("args", ()))
-        merged["dockerd"]["host"] = exact_mode_socket(args)
+        rootless = merged["rootless"].get("enabled") == "true"
+        default = str(merged["dockerd"]["host"]) if rootless else _DOCKERD_DEFAULT_SOCKET
+        merged["dockerd"]["host"] = exact_mode_socket(args, default=default)
         sources["dockerd.host"] = "dockerd's own --host flags"
     # dockerd's own path options given after `--` are what dockerd will use, so
     # the agent locks, inspects and cleans those paths, not its defaults.
@@ -609,10 +660,60 @@ def load(
         merged["dockerd"][key] = Path(value)
         sources[f"dockerd.{key}"] = "arguments after --"
     sections = {name: SECTIONS[name](**values) for name, values in merged.items()}
-    notices = tuple(notice for layer in layers for notice in layer.notices)
-    config = Config(**sections, sources=sources, notices=notices)
+    config = Config(**sections, sources=sources, notices=tuple(notices))
     _validate(config)
     return config
+
+
+def _rootless_defaults(
+    merged: dict[str, dict[str, object]], sources: dict[str, str], env: Mapping[str, str],
+    euid: int,
+) -> list[tuple[str, str]]:
+    """Resolve ``[rootless] enabled``; when on, the rootless paths replace the root defaults.
+
+    Only settings no source gave are changed, each with its source saying why.
+    Returns notices for the log.
+    """
+    from supervisor.rootless import paths
+
+    setting = str(merged["rootless"].get("enabled", paths.AUTO))
+    if not paths.wanted(setting, euid):
+        return []  # "auto" stays as it is: `rootless_on` reads only "true"
+    merged["rootless"]["enabled"] = paths.ON
+    if setting == paths.AUTO:
+        sources["rootless.enabled"] = f"auto (the agent runs as uid {euid})"
+    if euid == 0:
+        raise ConfigError(
+            key="rootless.enabled", value=setting,
+            source=sources.get("rootless.enabled", "default"),
+            reason="rootless mode runs dockerd as the agent's own user, and that is root",
+            remedy="start the container as an unprivileged user (USER rootless, docker run"
+            " --user 1000), or leave rootless.enabled at auto",
+        )
+    for (section, key), value in paths.RootlessPaths.of(env, euid).defaults().items():
+        if f"{section}.{key}" not in sources:
+            merged[section][key] = Path(value) if field_type(section, key) is Path else value
+            sources[f"{section}.{key}"] = "rootless mode's default"
+    notices: list[tuple[str, str]] = []
+    if merged["dockerd"].get("socket_activation", True):
+        if "dockerd.socket_activation" in sources:
+            raise ConfigError(
+                key="dockerd.socket_activation", value=True,
+                source=sources["dockerd.socket_activation"],
+                reason="not available in rootless mode: rootlesskit (1.x, 2.0) does not pass"
+                " the sockets the agent holds on to dockerd",
+                remedy="leave dockerd.socket_activation unset in rootless mode (dockerd binds"
+                " its own sockets; clients are refused while it restarts)",
+            )
+        merged["dockerd"]["socket_activation"] = False
+        sources["dockerd.socket_activation"] = "rootless mode's default"
+        notices.append((
+            "socket_activation_off",
+            "rootless mode: dockerd binds its own sockets (rootlesskit does not pass held"
+            " sockets on to dockerd), so clients are refused, not queued, while it restarts;"
+            " root mode keeps socket activation",
+        ))
+    return notices
 
 
 # Where the agent has dockerd serve a socket of its own when the user's exact
@@ -621,15 +722,16 @@ PRIVATE_SOCKET = "unix:///run/dind-supervisor/dockerd.sock"
 _DOCKERD_DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 
 
-def exact_mode_socket(args: Sequence[str]) -> str:
+def exact_mode_socket(args: Sequence[str], *, default: str = _DOCKERD_DEFAULT_SOCKET) -> str:
     """The unix socket a dockerd started with exactly ``args`` serves, for the agent's pings.
 
-    No --host at all: dockerd's own default. Only TCP (or fd://) hosts: the
-    agent's private socket, which it then adds (the one flag it adds).
+    No --host at all: dockerd's own ``default`` (another one in rootless mode).
+    Only TCP (or fd://) hosts: the agent's private socket, which it then adds
+    (the one flag it adds).
     """
     hosts = option_values(args, "--host", "-H")
     if not hosts:
-        return _DOCKERD_DEFAULT_SOCKET
+        return default
     unix = [host for host in hosts if is_unix_socket_url(host)]
     return unix[0] if unix else PRIVATE_SOCKET
 
@@ -647,6 +749,9 @@ _METAVARS = {
     ("tls", "client_key_mode"): "OCTAL",
     ("prepare", "enabled"): "auto|true|false",
     ("prepare", "iptables"): "auto|legacy|nft|off",
+    ("rootless", "enabled"): "auto|true|false",
+    ("rootless", "net"): "auto|slirp4netns|vpnkit|...",
+    ("rootless", "flags"): "'FLAGS'",
     ("policy", "mode"): "best-effort|strict",
     ("policy", "init_oom_score_adj"): "ADJ|inherit",
     ("policy", "agent_oom_score_adj"): "ADJ|inherit",

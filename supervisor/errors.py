@@ -145,6 +145,18 @@ class DockerdGaveUp(SupervisorError):
         )
 
 
+class RootlessPrerequisiteError(SupervisorError):
+    """Rootless mode cannot start: one of its prerequisites (rootlesskit, subuid entries,
+    user namespaces, writable folders) is missing."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, *, prerequisite: str, found: str, remedy: str) -> None:
+        self.prerequisite = prerequisite
+        self.found = found
+        super().__init__(f"rootless mode: {message}", remedy=remedy)
+
+
 def unwrap(exc: BaseException) -> BaseException:
     """The one error inside task-group wrappers, so that it is reported as itself."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
