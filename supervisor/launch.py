@@ -153,6 +153,8 @@ def launch(
     inherited = fdstore.inherited(env)
     takeover = any(name == "dockerd" for name, _fd in inherited) or role == ROLE_STOP
     # 1. Refuse bad configuration before anything is touched (the policy was, by the CLI).
+    if config.rootless_on:
+        _check_rootless(config, env, log)
     sans = sans_from_config(config) if config.tls_enabled else None
     depositor.set(
         restart_limit=config.agent.restart_limit,
@@ -224,6 +226,15 @@ def launch(
                      **spawner.describe_last(),
                      seconds_since_agent_start=round(time.time() - started, 3))
     return launched
+
+
+def _check_rootless(config: Config, env: MutableMapping[str, str], log: EarlyLog) -> None:
+    """Rootless mode's prerequisites, as docker:dind's entrypoint checks them (exit 2)."""
+    from supervisor.rootless import prereqs
+
+    prereqs.require(config, prereqs.Host(env=env))
+    log.info("rootless_mode", uid=os.geteuid(), rootlesskit=config.rootless.rootlesskit,
+             data_root=str(config.dockerd.data_root), host=config.dockerd.host)
 
 
 def _bind_http(config: Config) -> socket.socket | None:
@@ -391,12 +402,21 @@ def _spawner(
     ):
         found = version.major(config.dockerd.binary, cache_dir=data_root, path=env.get("PATH"))
         extra = version.oom_flag(expected_oom, found)
+    rootless_env: dict[str, str] = {}
+    if config.rootless_on:
+        from supervisor.dockerd import rootlesskit
+
+        rootless_env = rootlesskit.environment(config, env)
+
     def argv() -> list[str]:
-        mtu = config.dockerd.mtu or detect_mtu()
-        return build_argv(config, tls=tls_files, mtu=mtu, extra=extra, held=listeners.plan)
+        mtu = config.dockerd.mtu or (config.rootless.mtu if config.rootless_on else detect_mtu())
+        dockerd = build_argv(config, tls=tls_files, mtu=mtu, extra=extra, held=listeners.plan)
+        if config.rootless_on:
+            return rootlesskit.command(config, dockerd, path=env.get("PATH"))
+        return dockerd
 
     def environment() -> dict[str, str]:
-        return dockerd_environment(env, prepare_env)
+        return dockerd_environment(env, {**prepare_env, **rootless_env})
 
     def wrap(command: list[str], dockerd_env: dict[str, str], listen: list[int]) -> list[str]:
         return wrap_argv(planned, command, env=dockerd_env, listen=listen)
