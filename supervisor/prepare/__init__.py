@@ -87,6 +87,7 @@ class PrepareOptions:
     iptables_dir: str = "/run/dind-supervisor/iptables-bin"
     tool_path: str | None = None  # where to find iptables-*; None: $PATH + the sbin dirs
     keep_visible: tuple[str, ...] = ()  # paths no mount may hide (the agent's own files)
+    rootless: bool = False  # rootless mode: every step needs root, none runs
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -158,6 +159,7 @@ def options_from_config(
         proc_root=proc_root,
         dry_run=dry_run,
         keep_visible=agent_locations(),
+        rootless=config.rootless_on,
     )
 
 
@@ -177,6 +179,27 @@ def dockerd_env(report: PrepareReport, base_env: Mapping[str, str] | None = None
         rest = [p for p in path.split(os.pathsep) if p and p != report.iptables_dir]
         out["PATH"] = os.pathsep.join([report.iptables_dir, *rest])
     return out
+
+
+# Why each step does not run in rootless mode: what it would change needs root.
+_ROOTLESS_REASONS = {
+    "sys_rw": "rootless mode: remounting /sys needs root",
+    "cgroup": "rootless mode: moving processes between cgroups and enabling controllers needs"
+    " root; dockerd gets only what is delegated to the user (see `rootless` in /status)",
+    "securityfs": "rootless mode: mounting securityfs needs root",
+    "tmp": "rootless mode: mounting a tmpfs on /tmp needs root",
+    "rshared": "rootless mode: changing the propagation of / needs root; rootlesskit gives"
+    " dockerd a mount namespace of its own",
+    "iptables": "rootless mode: dockerd runs iptables inside rootlesskit's network namespace,"
+    " with the backend it finds there",
+}
+
+
+def _rootless_report(options: PrepareOptions) -> PrepareReport:
+    return PrepareReport(
+        steps=tuple(skipped(step, _ROOTLESS_REASONS[step]) for step in STEPS),
+        cgroup_mode=None, iptables_backend=None, iptables_dir=None, dry_run=options.dry_run,
+    )
 
 
 def _read(path: str) -> str:
@@ -203,6 +226,8 @@ def prepare(
     Mount failures and iptables trouble are findings; a cgroup v2 controller
     that cannot be enabled raises PreparationError (dockerd cannot nest).
     """
+    if options.rootless:
+        return _rootless_report(options)
     fs = OsCgroupFS() if fs is None else fs
     mounts = LinuxMountSystem(proc_root=options.proc_root) if mounts is None else mounts
     runner = SubprocessRunner() if runner is None else runner
