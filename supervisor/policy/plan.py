@@ -36,6 +36,8 @@ class Facts:
     oom_score_adj: int
     # PID 1's value when PID 1 is our own init (and so ours to set); None otherwise.
     init_oom_score_adj: int | None = None
+    # Not root (rootless mode): CAP_SYS_RESOURCE is out of reach, remedies say so.
+    unprivileged: bool = False
 
     def limit(self, number: int) -> tuple[int, int]:
         # A limit /proc did not show constrains nothing we know of; the kernel
@@ -164,12 +166,20 @@ def nr_open_remedy(key: str | None, nr_open: int) -> str:
     )
 
 
-def oom_floor_remedy(process: str, lowest_wanted: int, floor: int) -> str:
+def oom_floor_remedy(process: str, lowest_wanted: int, floor: int,
+                     unprivileged: bool = False) -> str:
+    capability = "" if unprivileged else ", or with CAP_SYS_RESOURCE"
     return (
         f"start the container with --oom-score-adj {lowest_wanted} (on Kubernetes the"
-        " Guaranteed QoS class gives -997), or with CAP_SYS_RESOURCE, or set"
+        f" Guaranteed QoS class gives -997){capability}, or set"
         f" policy.{process}_oom_score_adj to {floor} or more"
     )
+
+
+_UNPRIVILEGED = (
+    " (rootless mode: an unprivileged user may raise a soft limit up to its hard limit and"
+    " oom_score_adj upwards, nothing more)"
+)
 
 
 def plan(policy: Policy, facts: Facts, *, check: bool = True) -> Plan:
@@ -190,7 +200,8 @@ def plan(policy: Policy, facts: Facts, *, check: bool = True) -> Plan:
         granted = requested
         if floor is not None and requested < floor:
             granted = floor
-            deviations.append(_oom_deviation(process, requested, floor, lowest_wanted))
+            deviations.append(_oom_deviation(process, requested, floor, lowest_wanted,
+                                             unprivileged=facts.unprivileged))
         write = None if granted == inherited else granted
         return write, granted
 
@@ -269,7 +280,7 @@ def _plan_rlimits(
             ceiling, cause = facts.nr_open, Cause.NR_OPEN
         hard = min(request.hard, ceiling)
         soft = min(request.soft, hard)
-        if hard != request.hard:
+        if hard != request.hard and not request.up_to_hard:
             deviations.append(
                 _rlimit_deviation(
                     process=process,
@@ -278,6 +289,7 @@ def _plan_rlimits(
                     applied=(soft, hard),
                     ceiling=ceiling,
                     cause=cause,
+                    unprivileged=facts.unprivileged,
                 )
             )
         if (soft, hard) != current:
@@ -294,6 +306,7 @@ def _rlimit_deviation(
     applied: tuple[int, int],
     ceiling: int,
     cause: Cause,
+    unprivileged: bool = False,
 ) -> PolicyDeviation:
     key = f"policy.{process}_rlimits.{rlimit.name}"
     head = f"cannot raise {rlimit.describe()} of {process} to {format_value(requested[1])}"
@@ -304,7 +317,7 @@ def _rlimit_deviation(
         message = (
             f"{head}: hard limit is {format_value(ceiling)} and this process lacks"
             " CAP_SYS_RESOURCE"
-        )
+        ) + (_UNPRIVILEGED if unprivileged else "")
         remedy = hard_limit_remedy(rlimit, requested[0], requested[1], key, ceiling)
     return PolicyDeviation(
         process=process,
@@ -321,14 +334,14 @@ def _rlimit_deviation(
 
 
 def _oom_deviation(
-    process: str, requested: int, floor: int, lowest_wanted: int
+    process: str, requested: int, floor: int, lowest_wanted: int, *, unprivileged: bool = False
 ) -> PolicyDeviation:
     granted = floor
     message = (
         f"cannot set oom_score_adj of {process} to {requested}: that is below {floor}, the"
         " value this process started with, and going lower needs CAP_SYS_RESOURCE, which"
         " this process lacks (the kernel answers EACCES)"
-    )
+    ) + (_UNPRIVILEGED if unprivileged else "")
     if granted > 0:
         message += (
             f"; at {granted} it stays above containers' default 0, so the OOM killer may"
@@ -344,5 +357,5 @@ def _oom_deviation(
         limit_found=str(floor),
         cause=Cause.OOM_FLOOR,
         message=message,
-        remedy=oom_floor_remedy(process, lowest_wanted, floor),
+        remedy=oom_floor_remedy(process, lowest_wanted, floor, unprivileged),
     )

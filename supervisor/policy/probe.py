@@ -49,6 +49,14 @@ def read_nr_open(proc_root: str | Path) -> int:
         return DEFAULT_NR_OPEN
 
 
+def read_euid(proc_root: str | Path, pid: int | str) -> int:
+    """The effective uid (second figure of the ``Uid:`` line of /proc/<pid>/status)."""
+    for line in (_pid_dir(proc_root, pid) / "status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[2])
+    return 0
+
+
 def read_capabilities(proc_root: str | Path, pid: int | str) -> Capabilities:
     fields: dict[str, int] = {}
     for line in (_pid_dir(proc_root, pid) / "status").read_text().splitlines():
@@ -72,6 +80,7 @@ def read_facts(
         cap_sys_resource=read_capabilities(proc_root, pid).effective_has(CAP_SYS_RESOURCE),
         oom_score_adj=read_oom_score_adj(proc_root, pid),
         init_oom_score_adj=None if init_pid is None else read_oom_score_adj(proc_root, init_pid),
+        unprivileged=read_euid(proc_root, pid) != 0,
     )
 
 

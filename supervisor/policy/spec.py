@@ -29,6 +29,7 @@ from supervisor.policy.limits import (
 OOM_SCORE_ADJ_MIN = -1000
 OOM_SCORE_ADJ_MAX = 1000
 INHERIT = "inherit"  # config word: leave this setting as the process inherits it
+HARD = "hard"  # config word for an rlimit: soft and hard at the hard limit the process has
 
 PROCESSES = ("init", "agent", "dockerd")
 
@@ -45,13 +46,22 @@ class RlimitRequest:
     rlimit: Rlimit
     soft: int
     hard: int
+    # "as high as this process may go": soft raised to the hard limit it has, which is
+    # not a shortfall to report (what an unprivileged user can do, see ROOTLESS_POLICY).
+    up_to_hard: bool = False
 
     def __str__(self) -> str:
+        if self.up_to_hard:
+            return f"{self.rlimit.name}={HARD}"
         return f"{self.rlimit.name}={format_pair(self.soft, self.hard)}"
 
 
 def _request(name: str, soft: int, hard: int) -> RlimitRequest:
     return RlimitRequest(rlimit=BY_NAME[name], soft=soft, hard=hard)
+
+
+def _up_to_hard(name: str) -> RlimitRequest:
+    return RlimitRequest(rlimit=BY_NAME[name], soft=INFINITY, hard=INFINITY, up_to_hard=True)
 
 
 # As docker.service: LimitNOFILE=infinity (which systemd turns into fs.nr_open,
@@ -92,6 +102,17 @@ class Policy:
 
 
 DEFAULT_POLICY = Policy()
+
+# Rootless mode: what an unprivileged user can set. oom_score_adj can only be
+# raised, and raising dockerd's would make it a likelier OOM victim than its
+# containers, so all three are inherited; rlimits go up to the hard limit the
+# container was given (raising a hard limit needs CAP_SYS_RESOURCE).
+ROOTLESS_POLICY = Policy(
+    init_oom_score_adj=None,
+    agent_oom_score_adj=None,
+    dockerd_oom_score_adj=None,
+    dockerd_rlimits=(_up_to_hard("core"), _up_to_hard("nproc"), _up_to_hard("nofile")),
+)
 
 _KEYS = (
     "mode",
@@ -157,7 +178,8 @@ def policy_from_config(config: Config) -> Policy:
         if (value := getattr(config.policy, f.name)) is not None
     }
     sources = {key: config.sources.get(f"policy.{key}", "default") for key in values}
-    return resolve_policy(values, sources)
+    return resolve_policy(values, sources,
+                          base=ROOTLESS_POLICY if config.rootless_on else DEFAULT_POLICY)
 
 
 def resolve_policy(
@@ -299,12 +321,15 @@ def _parse_rlimits(
         if isinstance(raw, str) and raw.strip().lower() == INHERIT:
             merged.pop(rlimit.number, None)
             continue
+        if isinstance(raw, str) and raw.strip().lower() == HARD:
+            merged[rlimit.number] = _up_to_hard(rlimit.name)
+            continue
         if not isinstance(raw, str | int) or isinstance(raw, bool):
             raise ConfigError(
                 key=item_key,
                 value=raw,
                 source=source,
-                reason="expected a number, 'unlimited' or \"SOFT:HARD\"",
+                reason="expected a number, 'unlimited', 'hard' or \"SOFT:HARD\"",
                 remedy=f'write e.g. {rlimit.name} = "1024:4096"',
             )
         merged[rlimit.number] = _parse_request(rlimit, raw, item_key, source)
@@ -376,7 +401,8 @@ def _check_agent_caps_dockerd(policy: Policy, sources: Mapping[str, str]) -> Non
     dockerd = {r.rlimit.number: r for r in policy.dockerd_rlimits}
     for request in policy.agent_rlimits:
         wanted = dockerd.get(request.rlimit.number)
-        if wanted is not None and request.hard < wanted.hard:
+        # "up to the hard limit" follows whatever hard limit the agent ends up with.
+        if wanted is not None and not wanted.up_to_hard and request.hard < wanted.hard:
             raise ConfigError(
                 key=f"policy.agent_rlimits.{request.rlimit.name}",
                 value=format_pair(request.soft, request.hard),
