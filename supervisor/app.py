@@ -23,7 +23,7 @@ from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from supervisor import containers as watched
 from supervisor import http as endpoint
 from supervisor.dataroot.service import DataRootService
-from supervisor.docker_api import DockerApi
+from supervisor.docker_api import DockerApi, hand_out_info
 from supervisor.dockerd import lifecycle as lc
 from supervisor.dockerd.daemon import Daemon
 from supervisor.launch import Launched
@@ -33,6 +33,7 @@ from supervisor.notify import SystemdNotifier
 from supervisor.parts import Parts
 from supervisor.policy.service import PolicyService
 from supervisor.procstats import ProcessFigures, pid_from_file
+from supervisor.rootless.view import RootlessView
 from supervisor.signals import SignalAction, SignalReceiver, signal_action
 from supervisor.stopfile import watch_stop_file
 
@@ -73,15 +74,19 @@ class Agent:
             before_spawn=[self.data_root.before_spawn, *([self.tls.before_spawn] if self.tls
                                                          else [])],
         )
+        self.rootless = RootlessView.for_config(config, lambda: self.daemon.pid)
+        # In rootless mode the pid the agent supervises is rootlesskit's; /proc figures
+        # and the policy check want dockerd's own, below it.
+        dockerd_own_pid = self.rootless.dockerd_pid if self.rootless else lambda: self.daemon.pid
         self.policy = PolicyService(
             config, metrics, policy=launched.policy, plan=launched.plan,
             deviations=launched.deviations, under_init=launched.under_init,
-            dockerd_pid=lambda: self.daemon.pid,
+            dockerd_pid=dockerd_own_pid,
         )
         launched.spawner.observers.append(self.policy.observe_line)
         self.signals = SignalReceiver(self._on_signal)
         self.http = self._http_endpoint()
-        metrics.register(ProcessFigures(lambda: self.daemon.pid, expect_comm="dockerd"))
+        metrics.register(ProcessFigures(dockerd_own_pid, expect_comm="dockerd"))
         metrics.register(ProcessFigures(
             pid_from_file(str(config.dockerd.containerd_pidfile), expect_comm="containerd"),
             process="containerd",
@@ -142,8 +147,10 @@ class Agent:
                 await parts.start("tls", self.tls.run)
             if self.http is not None:
                 await parts.auxiliary("http", self.http.run)
-            await parts.auxiliary("storage_driver", self.daemon.while_ready,
-                                  lambda: self.data_root.check_storage_driver(self.api.info))
+            readers = [self.data_root.dockerd_ready, *([self.rootless.dockerd_ready]
+                                                        if self.rootless else [])]
+            await parts.auxiliary("dockerd_info", self.daemon.while_ready,
+                                  lambda: hand_out_info(self.api, readers))
             await parts.auxiliary("containers", self.daemon.while_ready, self._watch_containers)
             if self.config.dataroot.gc_enabled:
                 await parts.auxiliary("gc", self.daemon.while_ready,
@@ -158,10 +165,7 @@ class Agent:
             if self.launched.stop_pending or self.launched.role == "stop":
                 self._begin_stop("requested before the agent could handle it")
             # Until dockerd's part ends (stopped or given up) or a core part failed.
-            async with anyio.create_task_group() as waiting:
-                waiting.start_soon(_set_when, self._done, parts.failed)
-                await self._done.wait()
-                waiting.cancel_scope.cancel()
+            await parts.wait_until(self._done)
 
     async def _run_daemon(self, *, task_status: TaskStatus[None]) -> None:
         try:
@@ -191,6 +195,7 @@ class Agent:
             "data_root": self.data_root.status(),
             "prepare": self.launched.prepare,
             "policy": self.policy.status(),
+            "rootless": self.rootless.status() if self.rootless else {"enabled": False},
             # None until the first container list: zeros would be a guess.
             "containers": dict(figures.by_state) if figures.listed else None,
         }
@@ -239,9 +244,3 @@ class Agent:
         if self.config.live_restore_on and self.is_ready():
             await self.api.stop_containers_within(self.config.dockerd.stop_timeout)
         self.daemon.request_stop()
-
-
-async def _set_when(target: anyio.Event, source: anyio.Event) -> None:
-    await source.wait()
-    target.set()
-

@@ -13,6 +13,7 @@ it). Everything else goes through aiodocker, created on first use. A scrape of
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -173,6 +174,20 @@ class DockerApi:
         filters = json.dumps({"dangling": ["true" if dangling_only else "false"]})
         result = await self._post_json("images/prune", {"filters": filters})
         return int(result.get("SpaceReclaimed") or 0)
+
+
+async def hand_out_info(
+    api: DockerApi, readers: Sequence[Callable[[dict[str, Any]], None]]
+) -> None:
+    """Once per ready dockerd, what it chose (storage and cgroup drivers, security options)
+    to the parts that judge it."""
+    try:
+        info = await api.info()
+    except DockerApiError as exc:
+        get_logger(component="agent").warning("dockerd_info_failed", error=str(exc))
+        return
+    for read in readers:
+        read(info)
 
 
 async def tcp_listening(url: str) -> None:

@@ -77,7 +77,25 @@ def check_resource_policy(config: Config, proc_root: str = "/proc") -> list[Find
     return findings
 
 
+def check_rootless(config: Config) -> list[Finding]:
+    """Rootless mode only: its prerequisites, nested cgroup limits, socket activation."""
+    if not config.rootless_on:
+        return []
+    from supervisor.rootless import cgroups, prereqs
+
+    return [
+        *prereqs.findings(config),
+        cgroups.detect().finding(),
+        Finding(
+            topic="rootless", severity=Severity.INFO,
+            message="socket activation is off in rootless mode: rootlesskit does not pass the"
+            " agent's held sockets on to dockerd, so clients are refused while dockerd restarts",
+        ),
+    ]
+
+
 CHECKS: list[Check] = [
+    check_rootless,
     check_dockerd_binary,
     check_resource_policy,
     check_data_root,

@@ -140,6 +140,18 @@ class Parts:
             first.set()
             running.done.set()
 
+    async def wait_until(self, done: anyio.Event) -> None:
+        """Until ``done`` is set or a core part failed, whichever comes first."""
+        async with anyio.create_task_group() as tg:
+
+            async def on_failure() -> None:
+                await self.failed.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(on_failure)
+            await done.wait()
+            tg.cancel_scope.cancel()
+
     async def stop_all(self) -> None:
         """Reverse order, one at a time: each part is stopped and its end awaited."""
         while self._running:

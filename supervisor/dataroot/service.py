@@ -16,7 +16,7 @@ import datetime as dt
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -147,16 +147,9 @@ class DataRootService:
                 "pid_file_checked", message=outcome.message, **outcome.as_log()
             )
 
-    async def check_storage_driver(self, info: Callable[[], Awaitable[dict[str, Any]]]) -> None:
-        """Once dockerd is ready: the storage driver it chose, and what that means here."""
-        from supervisor.docker_api import DockerApiError
-
-        try:
-            answer = await info()
-        except DockerApiError as exc:
-            self._log.warning("dockerd_info_failed", error=str(exc))
-            return
-        driver = str(answer.get("Driver") or "unknown")
+    def dockerd_ready(self, info: dict[str, Any]) -> None:
+        """Once dockerd answers: the storage driver it chose, and what that means here."""
+        driver = str(info.get("Driver") or "unknown")
         if driver != self.storage_driver:
             self.storage_driver = driver
             self._log.info("storage_driver_reported", storage_driver=driver)
