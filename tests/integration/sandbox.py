@@ -361,7 +361,11 @@ def sandbox_pool(root: Path) -> Iterator[Callable[..., Sandbox]]:
     def make(**kwargs: Any) -> Sandbox:
         where = kwargs.pop("root", None) or root / f"sandbox{next(counter)}"
         where.mkdir(parents=True, exist_ok=True)
-        box = Sandbox(where, **kwargs)
+        factory = kwargs.pop("factory", Sandbox)  # a subclass (tests/integration/rootless.py)
+        setup_for = kwargs.pop("setup_for", None)  # a setup that needs the sandbox's folder
+        if setup_for is not None:
+            kwargs["setup"] = setup_for(where)
+        box = factory(where, **kwargs)
         started.append(box)
         return box.start()
 
