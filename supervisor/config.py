@@ -695,6 +695,18 @@ def _rootless_defaults(
             merged[section][key] = Path(value) if field_type(section, key) is Path else value
             sources[f"{section}.{key}"] = "rootless mode's default"
     notices: list[tuple[str, str]] = []
+    if "dockerd.live_restore" not in sources:
+        # Each rootlesskit start makes new user and network namespaces: containers left
+        # running by a dockerd that exits cannot be taken back by the next one (their
+        # shims stay behind). Without live-restore dockerd stops them itself.
+        merged["dockerd"]["live_restore"] = False
+        sources["dockerd.live_restore"] = "rootless mode's default"
+        notices.append((
+            "live_restore_off",
+            "rootless mode: dockerd runs without --live-restore, because a new rootlesskit"
+            " (after a crash, a hang or a certificate renewal) cannot take back the containers"
+            " of the previous one: a dockerd restart stops the running containers",
+        ))
     if merged["dockerd"].get("socket_activation", True):
         if "dockerd.socket_activation" in sources:
             raise ConfigError(
