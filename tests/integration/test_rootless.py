@@ -170,3 +170,31 @@ def test_runtime_files_are_under_xdg_runtime_dir(sandboxes: Callable[..., Sandbo
     assert (state / "rootlesskit" / "child_pid").exists()
     assert (state / "notify-1.sock").exists()
     assert (state / "agent.sock").exists()
+
+
+def test_certificate_rotation_restarts_rootless_dockerd_and_leaves_no_container_behind(
+    sandboxes: Callable[..., Sandbox], busybox_tar: Path,
+) -> None:
+    """A due renewal restarts rootlesskit and dockerd (`tls_rotation`); no shim is left behind."""
+    box = rootless_box(sandboxes, env=TLS_ENV, agent_args=["--tls-server-lifetime", "15s",
+                                                           "--tls-client-lifetime", "15s"])
+    wait_tls(box)
+    box.docker("import", str(busybox_tar), "busybox:test")
+    container = box.docker("run", "-d", "--network", "none", "busybox:test", "sleep", "600")
+    shims = box.host_pids("containerd-shim")
+    assert shims
+    old_cert = (box.certs / "server" / "cert.pem").read_bytes()
+    old_dockerd = box.dockerd_pid()
+    poll(lambda: box.metric("dind_dockerd_restarts_total", {"reason": "tls_rotation"}) == 1.0,
+         timeout=40, interval=0.2, what="a rotation restart")
+    poll(lambda: box.status()["dockerd"]["state"] == "running", timeout=60, what="ready again")
+    assert (box.certs / "server" / "cert.pem").read_bytes() != old_cert
+    assert box.dockerd_pid() != old_dockerd
+    version = docker_tls(box, "version", "--format", "{{.Server.Version}}",
+                         cert_path=box.certs / "client")
+    assert version.returncode == 0, version.stderr
+    # Without live-restore (rootless mode's default) dockerd stopped the container itself: the
+    # new rootlesskit's namespaces could not have taken it back, and nothing of it remains.
+    state = box.docker("inspect", "-f", "{{.State.Status}}", container.stdout.strip())
+    assert state.stdout.strip() == "exited"
+    assert not set(shims) & set(box.host_pids("containerd-shim"))
