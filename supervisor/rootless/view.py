@@ -99,6 +99,7 @@ class RootlessView:
 
     def cgroups(self) -> dict[str, Any]:
         figures = self.delegation.as_dict()
+        figures["dockerd_cgroup_driver"] = None  # until dockerd answered once
         if self._info is not None:
             driver = self._info.get("CgroupDriver")
             figures["dockerd_cgroup_driver"] = driver

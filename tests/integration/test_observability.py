@@ -40,7 +40,7 @@ NO_NET = ("--network", "none")
 class Field:
     path: str
     types: frozenset[str]
-    present: str  # "always" or "TLS on"
+    present: str  # "always", "TLS on" or "rootless on"
 
 
 def _is_int(value: object) -> bool:
@@ -84,7 +84,8 @@ def documented_fields(doc: Path = STATUS_DOC) -> dict[str, Field]:
         types = frozenset(t.strip() for t in type_text.split(" or "))
         unknown = types - TYPE_CHECKS.keys()
         assert not unknown, f"docs/status.md: {path}: unknown type(s) {sorted(unknown)}"
-        assert present in ("always", "TLS on"), f"docs/status.md: {path}: presence {present!r}"
+        assert present in ("always", "TLS on", "rootless on"), (
+            f"docs/status.md: {path}: presence {present!r}")
         assert path not in fields, f"docs/status.md: {path} listed twice"
         fields[path] = Field(path=path, types=types, present=present)
     return fields
@@ -101,7 +102,8 @@ def _join(parent: str, key: str) -> str:
 def schema_problems(document: dict[str, Any], fields: dict[str, Field] | None = None) -> list[str]:
     """What in `document` disagrees with the documented schema; empty when it matches."""
     fields = fields or documented_fields()
-    tls_on = bool(document.get("tls", {}).get("enabled"))
+    modes_on = {"always": True, "TLS on": bool(document.get("tls", {}).get("enabled")),
+                "rootless on": bool(document.get("rootless", {}).get("enabled"))}
     children: dict[str, list[Field]] = {}
     for f in fields.values():
         children.setdefault(_parent(f.path), []).append(f)
@@ -110,12 +112,12 @@ def schema_problems(document: dict[str, Any], fields: dict[str, Field] | None = 
     def visit_object(value: dict[str, Any], schema_path: str, where: str) -> None:
         for f in children.get(schema_path, []):
             key = f.path.rsplit(".", 1)[-1]
-            required = f.present == "always" or tls_on
+            required = modes_on[f.present]
             if key not in value:
                 if required:
                     problems.append(f"{_join(where, key)}: missing (documented as {f.present})")
             elif not required:
-                problems.append(f"{_join(where, key)}: present although TLS is off")
+                problems.append(f"{_join(where, key)}: present although not {f.present}")
         for key, item in value.items():
             child = _join(schema_path, key)
             if child not in fields:

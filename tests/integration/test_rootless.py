@@ -28,6 +28,7 @@ from tests.integration.rootless import (
     rootless_box,
 )
 from tests.integration.sandbox import Sandbox, poll
+from tests.integration.test_observability import schema_problems
 from tests.integration.test_tls import TLS_ENV, docker_tls, wait_tls
 
 pytestmark = [
@@ -67,6 +68,7 @@ def test_rootless_dockerd_runs_a_container_over_tls_and_status_says_rootless(
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["hello", "0"]  # root inside, uid 100000-ish outside
     status = box.status()
+    assert schema_problems(status) == []  # docs/status.md, rootless keys included
     rootless = status["rootless"]
     assert rootless["enabled"] is True
     assert rootless["published"] == ["0.0.0.0:2376:2376/tcp"]
