@@ -76,6 +76,23 @@ def _dockerd(doc: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _rootless(doc: Mapping[str, Any]) -> list[str]:
+    rootless = doc.get("rootless") or {}
+    if not rootless.get("enabled"):
+        return []  # root mode: nothing worth a line
+    pids = rootless.get("pids") or {}
+    cgroups = rootless.get("cgroups") or {}
+    limits = "apply" if cgroups.get("limits_apply") else "NOT applied"
+    return [
+        _line("rootless", f"through {rootless.get('rootlesskit', '?')}"
+                          f" (pid {pids.get('rootlesskit') or '-'}, dockerd's own"
+                          f" {pids.get('dockerd') or '-'}), net {rootless.get('net', '?')},"
+                          f" published {', '.join(rootless.get('published') or []) or '-'}"),
+        _line("", f"nested --memory/--pids-limit/--cpus: {limits}"
+                  f" ({cgroups.get('reason', '?')})"),
+    ]
+
+
 def _tls(doc: Mapping[str, Any]) -> list[str]:
     tls = doc.get("tls") or {}
     if not tls.get("enabled"):
@@ -165,6 +182,6 @@ def _containers(doc: Mapping[str, Any]) -> list[str]:
 def render(document: Mapping[str, Any]) -> str:
     """The summary, one area per labelled line; never raises on a partial document."""
     lines: list[str] = []
-    for part in (_agent, _dockerd, _tls, _policy, _data_root, _prepare, _containers):
+    for part in (_agent, _dockerd, _rootless, _tls, _policy, _data_root, _prepare, _containers):
         lines.extend(part(document))
     return "\n".join(lines)

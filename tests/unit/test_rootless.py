@@ -362,3 +362,17 @@ def test_the_current_user_is_read_from_the_process() -> None:
     """Who.current(): this process's uid and gid."""
     who = prereqs.Who.current()
     assert (who.uid, who.gid) == (os.geteuid(), os.getegid())
+
+
+def test_the_status_summary_has_a_rootless_line_only_in_rootless_mode() -> None:
+    """`status` shows rootlesskit, dockerd's own pid and whether nested limits apply."""
+    from supervisor.status_text import render
+
+    document = {"rootless": {"enabled": True, "rootlesskit": "rootlesskit", "net": "slirp4netns",
+                             "published": ["0.0.0.0:2376:2376/tcp"],
+                             "pids": {"rootlesskit": 7, "dockerd": 9},
+                             "cgroups": {"limits_apply": False, "reason": "hybrid"}}}
+    text = render(document)
+    assert "rootless   through rootlesskit (pid 7, dockerd's own 9), net slirp4netns" in text
+    assert "nested --memory/--pids-limit/--cpus: NOT applied (hybrid)" in text
+    assert "rootless" not in render({"rootless": {"enabled": False}})
