@@ -82,6 +82,8 @@ def command(config: Config, dockerd_argv: Sequence[str], *, path: str | None = N
         "--copy-up=/etc",
         "--copy-up=/run",
     ]
+    # rootlesskit's long options read like dockerd's (--name value, --name=value), and
+    # --state-dir is no dockerd flag, so the one scanner of arguments answers here too.
     if not user_sets(r.flags, "--state-dir"):
         argv.append(f"--state-dir={state_dir(config)}")
     for port in published_ports(config):
