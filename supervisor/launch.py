@@ -406,7 +406,7 @@ def _spawner(
     if config.rootless_on:
         from supervisor.dockerd import rootlesskit
 
-        rootless_env = rootlesskit.environment(config, env)
+        rootless_env = rootlesskit.environment(env)
 
     def argv() -> list[str]:
         mtu = config.dockerd.mtu or (config.rootless.mtu if config.rootless_on else detect_mtu())

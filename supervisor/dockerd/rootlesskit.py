@@ -97,7 +97,7 @@ def state_dir(config: Config) -> Path:
     return Path(given[-1]) if given else Path(config.agent.state_dir) / STATE_DIR_NAME
 
 
-def environment(config: Config, env: Mapping[str, str]) -> dict[str, str]:
+def environment(env: Mapping[str, str]) -> dict[str, str]:
     """What rootless dockerd reads besides its flags: XDG_RUNTIME_DIR (exported, as the
     entrypoint does when it had to default it) and HOME."""
     uid = os.geteuid()
