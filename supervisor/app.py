@@ -22,6 +22,7 @@ from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 
 from supervisor import containers as watched
 from supervisor import http as endpoint
+from supervisor.crash import crash_handler, guarded
 from supervisor.dataroot.service import DataRootService
 from supervisor.docker_api import DockerApi, hand_out_info
 from supervisor.dockerd import lifecycle as lc
@@ -61,6 +62,8 @@ class Agent:
         self._tg: TaskGroup | None = None
         self._done = anyio.Event()
         self._code = 1
+        self._on_crash = crash_handler(
+            successor_takes_over=launched.under_init and launched.depositor.active)
         self.data_root = DataRootService(
             config, metrics, lock=launched.lock, previous_run=launched.previous_run,
             clean=lambda: self._clean_stop, takeover=launched.takeover,
@@ -87,11 +90,8 @@ class Agent:
         self.signals = SignalReceiver(self._on_signal)
         self.http = self._http_endpoint()
         metrics.register(ProcessFigures(dockerd_own_pid, expect_comm="dockerd"))
-        metrics.register(ProcessFigures(
-            pid_from_file(str(config.dockerd.containerd_pidfile), expect_comm="containerd"),
-            process="containerd",
-            expect_comm="containerd",
-        ))
+        containerd = pid_from_file(str(config.dockerd.containerd_pidfile), expect_comm="containerd")
+        metrics.register(ProcessFigures(containerd, process="containerd"))
         self.daemon.state_listeners.append(self._on_dockerd_state)
 
     def _tls_service(self, launched: Launched) -> TlsService | None:
@@ -136,7 +136,8 @@ class Agent:
         return self._code
 
     async def _run_parts(self) -> None:
-        async with Parts(self.metrics) as parts:
+        config = self.config
+        async with Parts(self.metrics, on_crash=self._on_crash) as parts:
             await parts.start("signals", self.signals.run)
             await parts.start("dataroot", self.data_root.run)
             await parts.start("policy", self.policy.run)
@@ -155,21 +156,21 @@ class Agent:
             if self.config.dataroot.gc_enabled:
                 await parts.auxiliary("gc", self.daemon.while_ready,
                                       lambda: self.data_root.run_gc_loop(self.api))
-            if self.config.agent.stop_file:
-                stop_file = Path(self.config.agent.stop_file)
-                await parts.auxiliary("stop_file", watch_stop_file, stop_file,
+            if config.agent.stop_file:
+                await parts.auxiliary("stop_file", watch_stop_file, Path(config.agent.stop_file),
                                       lambda: self._begin_stop("stop file"))
             if self.systemd.watchdog_interval is not None:
                 await parts.auxiliary("watchdog", self.systemd.watchdog_while,
                                       lambda: self.daemon.liveness_ok)
-            if self.launched.stop_pending or self.launched.role == "stop":
+            if self.launched.stop_requested:
                 self._begin_stop("requested before the agent could handle it")
             # Until dockerd's part ends (stopped or given up) or a core part failed.
             await parts.wait_until(self._done)
 
     async def _run_daemon(self, *, task_status: TaskStatus[None]) -> None:
         try:
-            self._code = await self.daemon.run(self.launched.incarnation, task_status=task_status)
+            self._code = await self.daemon.run(self.launched.incarnation, task_status=task_status,
+                                               start=not self.launched.stop_requested)
             self._clean_stop = self._code == 0
         finally:
             self._done.set()
@@ -236,7 +237,7 @@ class Agent:
         self.launched.depositor.set(stopping=1)  # a new agent must finish this stop
         self.systemd.stopping("stopping dockerd")
         self.log.info("stop_requested", reason=reason)
-        self._tg.start_soon(self.stop_gracefully)
+        self._tg.start_soon(guarded, self.stop_gracefully, self._on_crash)
 
     async def stop_gracefully(self) -> None:
         """The final stop: containers first when dockerd would leave them running, then

@@ -91,12 +91,14 @@ class NotifyListener:
     async def __aexit__(self, *exc_info: object) -> None:
         self.close()
 
-    def close(self) -> None:
+    def close(self, *, unlink: bool = True) -> None:
+        """``unlink=False`` when the socket is handed on (its path is the one dockerd knows)."""
         if self.sock is not None:
             self.sock.close()
             self.sock = None
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        if unlink:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
 
     async def serve(self) -> None:
         """Receive messages until cancelled."""

@@ -45,8 +45,12 @@ class _Running:
 class Parts:
     """``async with Parts(...) as parts: view = await parts.start("name", part.run)``."""
 
-    def __init__(self, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, metrics: Metrics | None = None, *,
+        on_crash: Callable[[BaseException], None] | None = None,
+    ) -> None:
         self._metrics = metrics
+        self._on_crash = on_crash
         self._log = get_logger(component="agent")
         self._running: list[_Running] = []
         self._tg: TaskGroup = anyio.create_task_group()
@@ -92,6 +96,8 @@ class Parts:
             with running.scope:
                 await fn(*args, task_status=_Status(report))
         except Exception as exc:
+            if self._on_crash is not None:
+                self._on_crash(exc)  # may not return: see crash.py
             if self.failure is None:
                 self.failure = exc
             self.failed.set()

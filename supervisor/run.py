@@ -17,7 +17,7 @@ import anyio
 
 from supervisor import __version__
 from supervisor.config import Config
-from supervisor.errors import SupervisorError, describe, unwrap
+from supervisor.crash import report_failure
 from supervisor.launch import EarlyLog, launch
 from supervisor.logs import get_logger
 from supervisor.policy.spec import Policy
@@ -51,7 +51,7 @@ def run_agent(config: Config, policy: Policy, *, under_init: bool = False) -> in
     except Exception as exc:  # every ending gets one structured line
         if not early.flushed:
             _configure_logging(config, early)
-        return _report_failure(unwrap(exc), doing)
+        return report_failure(exc, doing)
     get_logger(component="agent").info("agent_stopped", exit_code=code)
     return code
 
@@ -76,23 +76,6 @@ def _say_how_dockerd_is_reached(config: Config, early: EarlyLog) -> None:
             remedy="set DOCKER_TLS_CERTDIR=/certs for TLS, or --dockerd-plain-tcp=false"
             " (DIND_SUPERVISOR_DOCKERD_PLAIN_TCP=false) for the unix socket only",
         )
-
-
-def _report_failure(exc: BaseException, doing: str) -> int:
-    from supervisor.init import EXIT_CRASHED
-
-    log = get_logger(component="agent")
-    if isinstance(exc, SupervisorError):
-        log.error("agent_failed", error=exc.message, remedy=exc.remedy, exit_code=exc.exit_code)
-        return exc.exit_code
-    # A bug: one line that says what was being done, the traceback at debug level.
-    log.error(
-        "agent_crashed", error=describe(exc), while_doing=doing,
-        exit_code=EXIT_CRASHED,
-        remedy="PID 1 starts a new agent, which takes over dockerd; please report this",
-    )
-    log.debug("agent_crash_traceback", exc_info=exc)
-    return EXIT_CRASHED
 
 
 def _configure_logging(config: Config, early: EarlyLog) -> None:

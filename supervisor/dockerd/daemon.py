@@ -17,6 +17,7 @@ would kill it. One that arrives earlier is held and delivered once it runs.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import signal
 import time
@@ -43,7 +44,7 @@ class Spawns(Protocol):
 
     def spawn(self, number: int) -> Incarnation: ...
 
-    def release(self, incarnation: Incarnation) -> None: ...
+    def release(self, incarnation: Incarnation, *, exited: bool = True) -> None: ...
 
     def describe_last(self) -> dict[str, Any]:
         """How the last dockerd was started, for its ``dockerd_started`` line."""
@@ -163,8 +164,15 @@ class Daemon:
         initial: Incarnation | None = None,
         *,
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+        start: bool = True,
     ) -> int:
-        """Run until stopped (returns 0) or given up (raises DockerdGaveUp)."""
+        """Run until stopped (returns 0) or given up (raises DockerdGaveUp).
+
+        ``start=False`` with no ``initial``: a stop was asked for before dockerd ran
+        (a TERM during the launch), and it never will: 0 at once."""
+        if initial is None and not start:
+            task_status.started()
+            return 0
         self._metrics.set_state(self.state.value, ready=self.state is lc.State.RUNNING)
         with self._send, self._receive:
             async with anyio.create_task_group() as tg:
@@ -329,12 +337,14 @@ class Daemon:
         tg.start_soon(self._supervise_process, incarnation)
 
     async def _supervise_process(self, incarnation: Incarnation) -> None:
+        exited = False
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(incarnation.notify.serve)
                 tg.start_soon(incarnation.process.relay_output)
                 tg.start_soon(self._readiness_then_liveness, incarnation)
                 returncode = await incarnation.process.wait()
+                exited = True
                 # The last lines (the error that made it exit) before the exit is judged.
                 # A child that inherited the pipe could keep it open: bounded.
                 with anyio.move_on_after(1.0):
@@ -342,8 +352,11 @@ class Daemon:
                 self._event(lc.Exited(returncode))
                 tg.cancel_scope.cancel()
         finally:
+            # Cancelled while dockerd runs (the agent is ending on a bug): detached, not
+            # released, so that the next agent takes it over (crash.py).
             with anyio.CancelScope(shield=True):  # closes and unlinks: not on the loop
-                await anyio.to_thread.run_sync(self._spawner.release, incarnation)
+                await anyio.to_thread.run_sync(
+                    functools.partial(self._spawner.release, incarnation, exited=exited))
 
     async def _readiness_then_liveness(self, incarnation: Incarnation) -> None:
         await wait_ready(self._ready_check, incarnation.notify.ready)

@@ -118,12 +118,15 @@ class Spawner:
         if incarnation.notify.sock is not None:
             self._depositor.store(NOTIFY_NAME, incarnation.notify.sock.fileno())
 
-    def release(self, incarnation: Incarnation) -> None:
-        """That dockerd is gone: nobody needs its descriptors any more."""
-        for name in (PIDFD_NAME, OUTPUT_NAME, NOTIFY_NAME):
-            self._depositor.remove(name)
+    def release(self, incarnation: Incarnation, *, exited: bool = True) -> None:
+        """This agent is done with that dockerd. Gone (``exited``): nobody needs its
+        descriptors any more. Still running (the agent is ending without stopping it):
+        only this process's copies are closed; PID 1 keeps its own for the next agent."""
+        if exited:
+            for name in (PIDFD_NAME, OUTPUT_NAME, NOTIFY_NAME):
+                self._depositor.remove(name)
         incarnation.process.close()
-        incarnation.notify.close()
+        incarnation.notify.close(unlink=exited)
 
     def adopt(self, inherited: Sequence[tuple[str, int]], number: int) -> Incarnation | None:
         """The dockerd a previous agent left running, from the descriptors it deposited."""

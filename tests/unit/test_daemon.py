@@ -89,6 +89,7 @@ class FakeSpawner:
     def __init__(self, make: Callable[[int], FakeDockerd] | None = None) -> None:
         self.processes: list[FakeDockerd] = []
         self.released: list[int] = []
+        self.detached: list[int] = []
         self._make = make or (lambda pid: FakeDockerd(pid=pid))
 
     def describe_last(self) -> dict[str, Any]:
@@ -101,8 +102,10 @@ class FakeSpawner:
         self.processes.append(process)
         return Incarnation(number=number, process=process, notify=FakeNotify())  # type: ignore[arg-type]
 
-    def release(self, incarnation: Incarnation) -> None:
+    def release(self, incarnation: Incarnation, *, exited: bool = True) -> None:
         self.released.append(incarnation.process.pid)
+        if not exited:
+            self.detached.append(incarnation.process.pid)
 
     @property
     def current(self) -> FakeDockerd:
@@ -269,3 +272,25 @@ def test_stop_during_backoff_spawns_nothing_more() -> None:
 
     assert scenario(body, spawner, daemon) == {"code": 0}
     assert len(spawner.processes) == 1
+
+
+def test_cancelled_while_dockerd_runs_detaches_it_for_the_next_agent() -> None:
+    """The agent ending on a bug cancels the Daemon: dockerd keeps running and its descriptors
+    stay deposited (detached), while a dockerd that exited is released."""
+    spawner = FakeSpawner(lambda pid: FakeDockerd(pid=pid, ready_after=0.5))
+    daemon = daemon_for(spawner, RESTART_BACKOFF_INITIAL="1s")
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(daemon.run)
+            await daemon.wait_for_state(lc.State.RUNNING)
+            spawner.current.exit(1)  # a crash: released, then a new one runs
+            await until(lambda: len(spawner.processes) == 2)
+            await daemon.wait_for_state(lc.State.RUNNING)
+            tg.cancel_scope.cancel()
+
+    run_virtual(main)
+    assert spawner.released == [101, 102]
+    assert spawner.detached == [102]
+    last = spawner.processes[-1]
+    assert (last.terms, last.kills, last.code) == (0, 0, None)  # left running for the next agent
