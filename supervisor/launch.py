@@ -126,6 +126,11 @@ class Launched:
     def milestone(self, name: str) -> None:
         self.milestones[name] = time.time()
 
+    @property
+    def stop_requested(self) -> bool:
+        """A stop signal came during the launch, or this agent only finishes a stop."""
+        return self.stop_pending or self.role == ROLE_STOP
+
     def agent_status(self) -> dict[str, Any]:
         from supervisor import __version__
 
