@@ -224,6 +224,11 @@ class Init:
             self.start_agent(ROLE_STOP)
             return None
         self.restarts += 1
+        if self.store.first("dockerd") is None and self._dockerd_alive():
+            # No pidfd (a kernel before 5.3): a new agent could not take this dockerd over
+            # safely (a pid alone may be reused), and a second one would not start beside
+            # it. Stopped gracefully here; the new agent starts a fresh one.
+            self.stop_dockerd()
         stopping = self.stop_requested or self.store.values.get("stopping") == "1"
         self.start_agent(ROLE_STOP if stopping else ROLE_RUN)
         return None

@@ -303,6 +303,40 @@ def test_init_stops_dockerd_itself_when_no_agent_can(tmp_path: Path) -> None:
     assert "dockerd_stopped_by_init" in result.stderr
 
 
+NO_PIDFD = """
+become_subreaper()
+log = sys.argv[1]
+
+def agent():
+    depositor = fdstore.Depositor.from_env(os.environ)
+    if int(os.environ[fdstore.RESTARTS_ENV]) == 0:
+        # As on a kernel without pidfd_open: the pid is set, no pidfd is deposited.
+        child = subprocess.Popen([sys.executable, "-c", "import signal, sys, time;"
+            f"signal.signal(signal.SIGTERM, lambda *a: (open({log!r}, 'w').write('TERM'),"
+            " sys.exit(0))); signal.pthread_sigmask(signal.SIG_SETMASK, []); time.sleep(60)"])
+        depositor.set(dockerd_pid=child.pid, stop_timeout=5)
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGKILL)
+    # The second agent: the old dockerd must be gone (stopped by PID 1) before it runs.
+    with open(log) as f:
+        return 3 if f.read() == "TERM" else 9
+
+print(json.dumps(init.run(agent)))
+"""
+
+
+def test_without_a_pidfd_the_orphan_dockerd_is_stopped_before_a_new_agent(
+    tmp_path: Path,
+) -> None:
+    """A kernel before 5.3 gives no pidfd: the next agent could not take dockerd over safely,
+    so PID 1 stops it gracefully (its TERM) before starting the new agent."""
+    log = tmp_path / "term.txt"
+    result = run_script("import subprocess\n" + NO_PIDFD, str(log))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == 3
+    assert "dockerd_stopped_by_init" in result.stderr
+
+
 # run(): signal forwarding ------------------------------------------------------------
 
 FORWARDING = """
