@@ -1,15 +1,40 @@
 #!/usr/bin/env bash
-# Installs everything dind-supervisor needs on a fresh Debian 12 machine (as root):
-# the distribution's dockerd and the tools the tests use, and a virtualenv in .venv
-# holding the package with its development extra. Safe to run again.
+# Installs what dind-supervisor needs on Debian 12 (as root), in one of two profiles:
+#
+#   scripts/setup.sh            everything: running, plus the tools the tests and
+#                               benchmarks use and the package's dev and bench extras
+#                               (scripts/test.sh, and so .ci/run, use this)
+#   scripts/setup.sh --runtime  only what running the agent needs: dockerd and the
+#                               system tools it calls, and the package's own runtime
+#                               dependencies (scripts/run-local.sh uses this)
+#
+# One virtualenv, .venv, serves both: the full profile upgrades a runtime-only
+# venv in place, and a full venv already satisfies --runtime. Safe to run
+# again: on an up-to-date machine it costs one dpkg query and a hash, so that
+# run-local.sh starts in seconds. Prints one line per step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(
+usage() {
+  echo "usage: scripts/setup.sh [--runtime | --dev]   (default: --dev, everything)"
+}
+profile=dev
+case "${1:-}" in
+  "" | --dev) profile=dev ;;
+  --runtime) profile=runtime ;;
+  -h | --help) usage; exit 0 ;;
+  *) usage >&2; exit 2 ;;
+esac
+
+RUNTIME_APT=(
   docker.io       # dockerd 20.10, containerd, runc: the daemon we supervise
   iptables        # dockerd's networking (both legacy and nft backends)
-  iproute2        # ip: loopback and veths inside test namespaces
+  iproute2        # ip: loopback inside the quick start's and the tests' namespaces
   util-linux      # unshare, nsenter, mount, prlimit
+  ca-certificates # pip's downloads
+  python3-venv    # the virtualenv (Debian splits ensurepip out of python3)
+)
+DEV_APT=(
   busybox-static  # the tiny test image (docker import)
   prometheus      # promtool: checks metrics and alert rules
   debootstrap     # the rootfs of the nested DinD test image
@@ -19,33 +44,73 @@ APT_PACKAGES=(
   rootlesskit     # rootless mode: dockerd as an unprivileged user (tests/integration/test_rootless.py)
   slirp4netns     # its network driver (vpnkit is not packaged in Debian)
   uidmap          # newuidmap/newgidmap: the subordinate id ranges
-  curl procps psmisc ca-certificates
-  python3-venv
+  curl procps psmisc
 )
 
+# The clock for the per-step figures: bash's own, so a step costs no fork to time.
+now_ms() { local t=${EPOCHREALTIME/[.,]/}; echo $((t / 1000)); }
+since() { local ms=$(($(now_ms) - $1)); printf '%d.%d s' $((ms / 1000)) $((ms % 1000 / 100)); }
+step() { printf 'setup: %s' "$*"; }
+
+packages=("${RUNTIME_APT[@]}")
+[[ $profile == dev ]] && packages+=("${DEV_APT[@]}")
+
+# 1. Debian packages: one dpkg query for all of them (unknown names print nothing).
+started=$(now_ms)
+installed=$(dpkg-query -W -f='${Package} ${db:Status-Status}\n' "${packages[@]}" 2>/dev/null || true)
 missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-  [[ $pkg == \#* ]] && continue
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+for pkg in "${packages[@]}"; do
+  grep -qx "$pkg installed" <<<"$installed" || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
+  step "apt: installing ${missing[*]} ... "
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  echo "done ($(since "$started"))"
+else
+  echo "setup: apt: ${#packages[@]} packages present"
 fi
 
-# Debian's docker.io may start a system dockerd through its init scripts; the
-# agent and the tests never use it, and must not share its paths.
+# 2. The virtualenv. Debian's docker.io may start a system dockerd through its
+# init scripts; the agent and the tests never use it, and must not share its paths.
 PYTHON=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then
+  started=$(now_ms)
+  step "venv: creating .venv with $("$PYTHON" -c 'import sys; print(sys.executable)') ... "
   "$PYTHON" -m venv .venv
+  echo "done ($(since "$started"))"
 fi
-# Reinstall only when the package's metadata changed (an editable install
-# picks up code changes by itself).
+
+# 3. The package in the venv, editable (code changes need no reinstall). The stamp
+# holds the profile and pyproject.toml's hash: a changed dependency list, or a
+# runtime venv asked for the dev profile, reinstalls; anything else is a no-op.
 stamp=.venv/.dind-supervisor-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
-if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e '.[dev,bench]'
-  echo "$want" > "$stamp"
+want_hash=$(sha256sum pyproject.toml | cut -d' ' -f1)
+read -r have_profile have_hash 2>/dev/null <"$stamp" || true
+if [[ ${have_profile:-} == dev && $profile == runtime ]]; then
+  profile=dev # never downgrade: the dev venv already holds everything running needs
+fi
+if [[ ${have_profile:-} != "$profile" || ${have_hash:-} != "$want_hash" ]]; then
+  started=$(now_ms)
+  log=.venv/.setup-pip.log
+  if [[ $profile == dev ]]; then
+    step "python: installing dind-supervisor with its dev and bench extras ... "
+    target='.[dev,bench]'
+  else
+    step "python: installing dind-supervisor and its runtime dependencies ... "
+    target='.'
+  fi
+  # The pip upgrade is left to the dev profile: it costs seconds the quick start
+  # does not need, and the venv's own pip installs these packages fine.
+  if ! { if [[ $profile == dev ]]; then .venv/bin/python -m pip install -q --upgrade pip; fi &&
+    .venv/bin/python -m pip install -q -e "$target"; } >"$log" 2>&1; then
+    echo "failed; pip said:"
+    tail -n 30 "$log"
+    exit 1
+  fi
+  echo "$profile $want_hash" >"$stamp"
+  echo "done ($(since "$started"))"
+else
+  echo "setup: python: dind-supervisor ($profile) up to date in .venv"
 fi
