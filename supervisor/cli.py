@@ -16,14 +16,11 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from supervisor import __version__, config
 from supervisor.errors import EXIT_FAILURE, EXIT_USAGE, ConfigError, SupervisorError
 from supervisor.invocation import COMMANDS, Invocation, Mode, classify
-
-if TYPE_CHECKING:
-    import ssl
 
 __all__ = ["COMMANDS", "main", "main_invocation"]
 
@@ -63,6 +60,18 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _endpoint_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--socket",
+        default=None,
+        metavar="PATH",
+        help="the agent's unix socket (default: [http] socket when it exists, else TCP)",
+    )
+    parser.add_argument(
+        "--url", default=None, help="the agent's TCP endpoint (default from [http] listen)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dind-supervisor",
@@ -81,12 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="ask the running agent how dockerd is doing")
     status.add_argument("--json", action="store_true")
-    status.add_argument("--url", default=None, help="agent endpoint (default from [http] listen)")
+    _endpoint_options(status)
     _common(status)
 
-    wait = sub.add_parser("wait", help="exit 0 once dockerd is ready, 1 on timeout")
+    wait = sub.add_parser(
+        "wait", help="exit 0 once dockerd is ready; 1 on timeout (not ready, or unreachable)"
+    )
     wait.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
-    wait.add_argument("--url", default=None, help="agent endpoint (default from [http] listen)")
+    _endpoint_options(wait)
     _common(wait)
 
     check = sub.add_parser("check", help="preflight doctor: findings with severity and remedy")
@@ -151,7 +162,7 @@ def main_invocation(invocation: Invocation, *, under_init: bool = False) -> int:
             if args.command == "certs":
                 return _certs(args, cfg)
             if args.command == "check":
-                return _check(args, cfg)
+                return _check(args, cfg, invocation.own)
             return _query(args, cfg)
     except SupervisorError as exc:
         _print_error(exc)
@@ -192,68 +203,46 @@ def _run(cfg: config.Config, *, under_init: bool = False) -> int:
 
 
 def agent_url(cfg: config.Config, override: str | None) -> str:
-    if override:
-        return override.rstrip("/")
-    host, port = config.parse_listen(cfg.http.listen or "127.0.0.1:9324")
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    scheme = "https" if cfg.http.tls else "http"
-    return f"{scheme}://{host}:{port}"
+    """The agent's TCP URL (see ``agent_client.agent_url``)."""
+    from supervisor import agent_client
 
-
-def client_ssl_context(cfg: config.Config) -> ssl.SSLContext | None:
-    """With ``http.tls`` the agent wants the client certificate from its certdir."""
-    if not cfg.http.tls or not cfg.tls.certdir:
-        return None
-    import ssl
-
-    client = Path(cfg.tls.certdir) / "client"
-    context = ssl.create_default_context(cafile=str(client / "ca.pem"))
-    context.load_cert_chain(str(client / "cert.pem"), str(client / "key.pem"))
-    return context
-
-
-def _get(url: str, timeout: float, context: ssl.SSLContext | None = None) -> tuple[int, bytes]:
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(  # noqa: S310 - our own endpoint, http or https
-            url, timeout=timeout, context=context
-        ) as response:
-            return int(response.status), response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+    return agent_client.agent_url(cfg, override)
 
 
 def _query(args: argparse.Namespace, cfg: config.Config) -> int:
-    import urllib.error
+    from supervisor import agent_client
 
-    base = agent_url(cfg, args.url)
+    def candidates() -> list[agent_client.Endpoint]:
+        # Decided again at every probe: the agent's socket appears once it starts.
+        return agent_client.endpoints(cfg, url=args.url, socket_path=args.socket)
+
     if args.command == "wait":
         from supervisor.waiting import ready_once, wait_until_ready
 
-        context = client_ssl_context(cfg)
+        first = candidates()  # a bad --url or an endpoint turned off: exit 2 at once
         return wait_until_ready(
-            base,
+            lambda seconds: ready_once(first if args.url else candidates(), seconds),
             timeout=args.timeout,
-            probe=lambda url, seconds: ready_once(url, seconds, context),
         )
     try:
-        code, body = _get(f"{base}/status", timeout=5, context=client_ssl_context(cfg))
-    except (OSError, urllib.error.URLError) as exc:
-        print(f"dind-supervisor: cannot reach the agent at {base}: {exc}", file=sys.stderr)
+        answer = agent_client.ask(candidates(), "/status", timeout=5)
+    except agent_client.Unreachable as exc:
+        print(f"dind-supervisor: {exc.describe()}", file=sys.stderr)
+        print(f"dind-supervisor: remedy: {agent_client.REMEDY}", file=sys.stderr)
         return EXIT_FAILURE
-    document: dict[str, Any] = json.loads(body)
+    document = answer.document()
+    if document is None:
+        print(f"dind-supervisor: the agent at {answer.endpoint} answered /status with"
+              f" {answer.status} and no JSON object: is that the agent's endpoint?",
+              file=sys.stderr)
+        return EXIT_FAILURE
     if args.json:
         print(json.dumps(document, indent=2, sort_keys=True))
     else:
         from supervisor.status_text import render
 
         print(render(document))
-    return 0 if code == 200 else EXIT_FAILURE
+    return 0 if answer.status == 200 else EXIT_FAILURE
 
 
 def _certs(args: argparse.Namespace, cfg: config.Config) -> int:
@@ -263,7 +252,7 @@ def _certs(args: argparse.Namespace, cfg: config.Config) -> int:
     return run_certs_command(args.action, certdir=certdir, cfg=cfg, as_json=args.json)
 
 
-def _check(args: argparse.Namespace, cfg: config.Config) -> int:
+def _check(args: argparse.Namespace, cfg: config.Config, own: Sequence[str]) -> int:
     from supervisor.doctor import run_check
 
     return run_check(cfg, as_json=args.json)
