@@ -102,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="preflight doctor: findings with severity and remedy")
     check.add_argument("--json", action="store_true")
+    check.add_argument(
+        "--socket",
+        default=None,
+        metavar="PATH",
+        help="the running agent's unix socket: check with its settings, in its namespaces"
+        " (default: [http] socket, when it exists)",
+    )
     _common(check)
     _add_setting_flags(check)
 
@@ -253,9 +260,20 @@ def _certs(args: argparse.Namespace, cfg: config.Config) -> int:
 
 
 def _check(args: argparse.Namespace, cfg: config.Config, own: Sequence[str]) -> int:
-    from supervisor.doctor import run_check
+    from supervisor import doctor
+    from supervisor.agent_client import REMEDY, Unreachable
 
-    return run_check(cfg, as_json=args.json)
+    try:
+        effective = doctor.effective_config(cfg, socket_path=args.socket)
+    except Unreachable as exc:
+        # Named on purpose (--socket, http.socket): checking something else instead
+        # would answer a question nobody asked.
+        print(f"dind-supervisor: {exc.describe()}", file=sys.stderr)
+        print(f"dind-supervisor: remedy: {REMEDY}", file=sys.stderr)
+        return EXIT_FAILURE
+    if effective.enter_pid is not None:
+        return doctor.check_inside(effective.enter_pid, own, effective.inner_socket)
+    return doctor.run_check(effective.config, as_json=args.json, notes=effective.notes)
 
 
 def settings_table() -> list[dict[str, Any]]:

@@ -3,13 +3,25 @@
 Gathers the findings of every preflight area (resource policy, data root,
 container preparation, TLS) without changing anything, prints each with its
 severity and remedy, and exits 1 when one of them would break dockerd.
+
+Next to a running agent, the checks use that agent's settings
+(``effective_config``): it is asked over its unix socket (``--socket``, or
+``http.socket`` when that exists), and when it lives in other namespaces
+than the caller (the quick start, seen from the host), the check is run
+there (``check_inside``), since the data root and certificates it names are
+only visible there. A ``settings`` finding says where the settings came from.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
-from collections.abc import Callable
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from supervisor import policy
 from supervisor.checks import check_data_root, check_preparation, check_tls_files
@@ -17,6 +29,9 @@ from supervisor.config import Config
 from supervisor.findings import Finding, Severity
 from supervisor.policy.plan import plan
 from supervisor.policy.spec import policy_from_config
+
+if TYPE_CHECKING:
+    from supervisor.agent_settings import Merged
 
 Check = Callable[[Config], list[Finding]]
 
@@ -120,11 +135,142 @@ def render(findings: list[Finding]) -> str:
     return "\n".join(lines)
 
 
-def run_check(config: Config, *, as_json: bool) -> int:
-    findings = gather(config)
+def run_check(config: Config, *, as_json: bool, notes: Sequence[Finding] = ()) -> int:
+    findings = [*notes, *gather(config)]
     if as_json:
         print(json.dumps([f.as_dict() for f in findings], indent=2, default=str))
     else:
         print(render(findings))
     worst = max((f.severity for f in findings), default=Severity.OK)
     return 1 if worst >= Severity.ERROR else 0
+
+
+# The running agent's settings -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Effective:
+    """The configuration to check with, and a finding saying where it came from.
+
+    ``enter_pid``: the agent runs in another mount namespace; check there instead,
+    asking it again at ``inner_socket`` (its own path for the socket).
+    """
+
+    config: Config
+    notes: list[Finding] = field(default_factory=list)
+    enter_pid: int | None = None
+    inner_socket: str = ""
+
+
+def _settings_note(message: str) -> Finding:
+    return Finding(topic="settings", severity=Severity.INFO, message=message)
+
+
+def _mount_namespace(pid: int | str) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/mnt")
+    except OSError:
+        return None
+
+
+def _elsewhere(pid: int) -> bool:
+    """The process runs in another mount namespace (False when that cannot be told)."""
+    theirs = _mount_namespace(pid)
+    return theirs is not None and theirs != _mount_namespace("self")
+
+
+def effective_config(
+    local: Config,
+    *,
+    socket_path: str | None,
+    elsewhere: Callable[[int], bool] = _elsewhere,
+) -> Effective:
+    """Ask the running agent for its settings; raises Unreachable when one was named
+    (``--socket``, or ``http.socket`` set on purpose) and does not answer."""
+    from supervisor import agent_client, agent_settings
+
+    explicit = bool(socket_path) or "http.socket" in local.sources
+    path = socket_path or local.http.socket
+    if not path:
+        return Effective(config=local, notes=[_settings_note(
+            "this shell's configuration (http.socket is empty, so no running agent is asked)"
+        )])
+    if not explicit and not os.path.exists(path):
+        return Effective(config=local, notes=[_settings_note(
+            f"this shell's configuration (no running agent: no socket at {path})"
+        )])
+    endpoint = agent_client.Endpoint(socket_path=path)
+    try:
+        answer = agent_client.ask([endpoint], "/status", timeout=5)
+    except agent_client.Unreachable as exc:
+        if explicit:
+            raise
+        return Effective(config=local, notes=[_settings_note(
+            f"this shell's configuration ({exc.describe()})"
+        )])
+    document = answer.document()
+    if document is None:
+        if explicit:
+            raise agent_client.Unreachable(
+                [(endpoint, f"answered /status with {answer.status} and no JSON object")]
+            )
+        return Effective(config=local, notes=[_settings_note(
+            f"this shell's configuration ({endpoint} did not answer /status with JSON)"
+        )])
+    if answer.peer_pid is not None and elsewhere(answer.peer_pid):
+        published = agent_settings.read_settings(document).values.get(("http", "socket"))
+        inner = published if isinstance(published, str) and published else _DEFAULT_SOCKET
+        return Effective(config=local, enter_pid=answer.peer_pid, inner_socket=inner)
+    merged = agent_settings.agent_config(local, document)
+    return Effective(config=merged.config, notes=[_settings_note(_describe(
+        merged, endpoint=str(endpoint), pid=answer.peer_pid
+    ))])
+
+
+_DEFAULT_SOCKET = Config().http.socket
+
+
+def _describe(merged: Merged, *, endpoint: str, pid: int | None) -> str:
+    cfg = merged.config
+    who = f"the running agent (pid {pid})" if pid else "the running agent"
+    tls = f"TLS on ({cfg.tls.certdir})" if cfg.tls_enabled else "TLS off"
+    text = (f"from {who} at {endpoint}: {tls}, data root {cfg.dockerd.data_root},"
+            f" policy {cfg.policy.mode or 'best-effort'}")
+    if not merged.settings.complete:
+        text += ("; its /status has no `settings` object, so only TLS, the data root and the"
+                 " policy mode come from it, the rest from this shell")
+    if merged.overridden:
+        mine = ", ".join(f"{key} ({source})" for key, source in sorted(merged.overridden.items()))
+        text += f"; this shell's own choice kept for {mine}"
+    return text
+
+
+def check_inside(
+    pid: int,
+    own: Sequence[str],
+    inner_socket: str,
+    *,
+    call: Callable[[list[str]], int] = subprocess.call,
+) -> int:
+    """Run this same ``check`` in the namespaces of process ``pid`` (root only), where the
+    agent's paths mean what they say; returns its exit code."""
+    from supervisor.errors import EXIT_FAILURE
+
+    python = sys.executable
+    root = f"/proc/{pid}/root"
+    if not os.path.exists(root + python):
+        print(f"dind-supervisor: the agent (pid {pid}) runs in another mount namespace, where"
+              f" this Python ({python}) does not exist", file=sys.stderr)
+        print("dind-supervisor: remedy: run `dind-supervisor check` where the agent runs"
+              " (e.g. docker exec CONTAINER dind-supervisor check)", file=sys.stderr)
+        return EXIT_FAILURE
+    cwd = os.getcwd()
+    workdir = cwd if os.path.isdir(root + cwd) else "/"
+    command = [
+        "nsenter", f"--target={pid}", "--mount", "--pid", "--net", f"--wd={workdir}", "--",
+        python, "-m", "supervisor", *own, "--socket", inner_socket,
+    ]
+    print(f"dind-supervisor: note: the agent (pid {pid}) runs in another mount namespace, where"
+          f" its data root and certificates are: checking there (nsenter --target {pid})",
+          file=sys.stderr)
+    return call(command)
