@@ -74,13 +74,35 @@ fi
 
 # 2. The virtualenv. Debian's docker.io may start a system dockerd through its
 # init scripts; the agent and the tests never use it, and must not share its paths.
+# When the interpreter has a pip that can install into another one (--python,
+# pip 22.3 and later), the venv is made without its own pip: bootstrapping pip
+# (ensurepip) is about 3 s of a cold start that running never needs. The dev
+# profile installs pip into the venv, so a dev venv is an ordinary one.
 PYTHON=${PYTHON:-python3}
+base_pip_drives_others() {
+  "$PYTHON" -c 'import pip, sys; sys.exit(tuple(map(int, pip.__version__.split(".")[:2])) < (22, 3))' \
+    2>/dev/null
+}
 if [[ ! -x .venv/bin/python ]]; then
   started=$(now_ms)
   step "venv: creating .venv with $("$PYTHON" -c 'import sys; print(sys.executable)') ... "
-  "$PYTHON" -m venv .venv
+  if base_pip_drives_others; then
+    "$PYTHON" -m venv --without-pip .venv
+  else
+    "$PYTHON" -m venv .venv
+  fi
   echo "done ($(since "$started"))"
 fi
+choose_pip() { # sets pip: the venv's own, else the interpreter's driving the venv
+  if .venv/bin/python -c 'import pip' 2>/dev/null; then
+    pip=(.venv/bin/python -m pip)
+  elif base_pip_drives_others; then
+    pip=("$PYTHON" -m pip --python .venv/bin/python)
+  else
+    .venv/bin/python -m ensurepip -q >/dev/null
+    pip=(.venv/bin/python -m pip)
+  fi
+}
 
 # 3. The package in the venv, editable (code changes need no reinstall). The stamp
 # holds the profile and pyproject.toml's hash: a changed dependency list, or a
@@ -94,6 +116,7 @@ fi
 if [[ ${have_profile:-} != "$profile" || ${have_hash:-} != "$want_hash" ]]; then
   started=$(now_ms)
   log=.venv/.setup-pip.log
+  choose_pip
   if [[ $profile == dev ]]; then
     step "python: installing dind-supervisor with its dev and bench extras ... "
     target='.[dev,bench]'
@@ -101,10 +124,10 @@ if [[ ${have_profile:-} != "$profile" || ${have_hash:-} != "$want_hash" ]]; then
     step "python: installing dind-supervisor and its runtime dependencies ... "
     target='.'
   fi
-  # The pip upgrade is left to the dev profile: it costs seconds the quick start
-  # does not need, and the venv's own pip installs these packages fine.
-  if ! { if [[ $profile == dev ]]; then .venv/bin/python -m pip install -q --upgrade pip; fi &&
-    .venv/bin/python -m pip install -q -e "$target"; } >"$log" 2>&1; then
+  # pip itself (into the venv, or upgraded there) is left to the dev profile: it
+  # costs seconds the quick start does not need.
+  if ! { if [[ $profile == dev ]]; then "${pip[@]}" install -q --upgrade pip; fi &&
+    "${pip[@]}" install -q -e "$target"; } >"$log" 2>&1; then
     echo "failed; pip said:"
     tail -n 30 "$log"
     exit 1
