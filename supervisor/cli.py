@@ -89,19 +89,21 @@ def build_parser() -> argparse.ArgumentParser:
     _common(certs)
 
     status = sub.add_parser("status", help="ask the running agent how dockerd is doing")
-    status.add_argument("--json", action="store_true")
+    status.add_argument("--json", action="store_true", help="the /status document, as JSON")
     _endpoint_options(status)
     _common(status)
 
     wait = sub.add_parser(
         "wait", help="exit 0 once dockerd is ready; 1 on timeout (not ready, or unreachable)"
     )
-    wait.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
+    wait.add_argument(
+        "--timeout", type=float, default=60.0, metavar="SECONDS", help="default 60"
+    )
     _endpoint_options(wait)
     _common(wait)
 
     check = sub.add_parser("check", help="preflight doctor: findings with severity and remedy")
-    check.add_argument("--json", action="store_true")
+    check.add_argument("--json", action="store_true", help="the findings, as a JSON list")
     check.add_argument(
         "--socket",
         default=None,
