@@ -17,7 +17,7 @@ Both ends of that exchange live here:
   caller's environment, ``--config``), so ``VAR=x dind-supervisor check``
   still asks "what if". An agent whose /status has no ``settings`` object
   yet still gives what other keys show: ``tls.enabled``/``tls.certdir``,
-  ``data_root.path`` and ``policy.mode``.
+  ``data_root.path``, ``policy.mode`` and ``rootless.enabled``.
 
 This module neither fetches the document (``agent_client``) nor runs checks
 (``doctor``).
@@ -36,6 +36,9 @@ from supervisor.errors import ConfigError
 
 SETTINGS_KEY = "settings"
 AGENT_SOURCE = "the running agent's settings (/status)"
+# How config.load names a source the caller set on purpose.
+_CHOICES = ("environment", "flag ", "config file")
+_NOT_ROOT = 65534  # nobody
 
 
 def _plain(value: object) -> object:
@@ -94,6 +97,9 @@ def read_settings(document: Mapping[str, Any]) -> AgentSettings:
     policy = document.get("policy")
     if isinstance(policy, Mapping) and isinstance(policy.get("mode"), str):
         values["policy", "mode"] = policy["mode"]
+    rootless = document.get("rootless")
+    if isinstance(rootless, Mapping) and isinstance(rootless.get("enabled"), bool):
+        values["rootless", "enabled"] = "true" if rootless["enabled"] else "false"
     return AgentSettings(values=values, complete=False)
 
 
@@ -113,8 +119,10 @@ def agent_config(local: config.Config, document: Mapping[str, Any]) -> Merged:
     is not valid here (an agent of another version).
     """
     settings = read_settings(document)
-    # Keys the caller chose on purpose (a flag, a variable, the file), with where from.
-    chosen = dict(local.sources)
+    # Keys the caller chose on purpose (a flag, a variable, the file), with where from;
+    # not what config.load derived by itself (rootless mode's defaults for this uid).
+    chosen = {key: source for key, source in local.sources.items()
+              if source.startswith(_CHOICES)}
     values: dict[tuple[str, str], object] = {}
     if not settings.complete:
         # Only a few keys come from the agent; the rest stay as this shell has them.
@@ -132,8 +140,13 @@ def agent_config(local: config.Config, document: Mapping[str, Any]) -> Merged:
         section, _, key = name.partition(".")
         if key in config.section_fields(section):
             values[section, key] = _plain(getattr(getattr(local, section), key))
+    # config.load judges rootless mode against the agent's user, not the caller's
+    # (root, asking a rootless agent through nsenter): an agent whose settings say
+    # rootless runs as some uid other than 0. Which one changes nothing here: every
+    # path it would derive from it comes with the settings.
+    rootless = values.get(("rootless", "enabled")) == "true"
     try:
-        merged = config.load(env={}, flags=values)
+        merged = config.load(env={}, flags=values, euid=_NOT_ROOT if rootless else 0)
     except ConfigError as exc:
         raise ConfigError(
             key=exc.key, value=exc.value, source=AGENT_SOURCE, reason=exc.reason,

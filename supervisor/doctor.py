@@ -237,8 +237,8 @@ def _describe(merged: Merged, *, endpoint: str, pid: int | None) -> str:
     text = (f"from {who} at {endpoint}: {tls}, data root {cfg.dockerd.data_root},"
             f" policy {cfg.policy.mode or 'best-effort'}")
     if not merged.settings.complete:
-        text += ("; its /status has no `settings` object, so only TLS, the data root and the"
-                 " policy mode come from it, the rest from this shell")
+        text += ("; its /status has no `settings` object, so only TLS, the data root, the"
+                 " policy mode and rootless mode come from it, the rest from this shell")
     if merged.overridden:
         mine = ", ".join(f"{key} ({source})" for key, source in sorted(merged.overridden.items()))
         text += f"; this shell's own choice kept for {mine}"

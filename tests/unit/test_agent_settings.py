@@ -62,14 +62,15 @@ def test_exact_arguments_round_trip() -> None:
 
 
 def test_older_agent_gives_what_its_other_keys_show() -> None:
-    """No `settings` object: TLS (on or off), the data root and the policy mode still count."""
+    """No `settings` object: TLS (on or off), the data root, the policy mode and rootless
+    mode still count."""
     on = read_settings({"tls": {"enabled": True, "certdir": "/certs"},
                         "data_root": {"path": "/data"}, "policy": {"mode": "strict"}})
     assert not on.complete
     assert on.values == {("tls", "certdir"): "/certs", ("dockerd", "data_root"): "/data",
                          ("policy", "mode"): "strict"}
-    off = read_settings({"tls": {"enabled": False}})
-    assert off.values == {("tls", "certdir"): ""}
+    off = read_settings({"tls": {"enabled": False}, "rootless": {"enabled": False}})
+    assert off.values == {("tls", "certdir"): "", ("rootless", "enabled"): "false"}
 
 
 def test_older_agent_keeps_the_rest_of_this_shell() -> None:
@@ -100,3 +101,22 @@ def test_invalid_agent_value_names_the_agent_as_source() -> None:
     assert caught.value.source == AGENT_SOURCE
     assert caught.value.key == "log.level"
     assert caught.value.remedy
+
+
+def test_what_load_derives_is_not_the_callers_choice() -> None:
+    """A value config.load derived by itself (rootless defaults for a non-root caller) does
+    not override the agent's: only flags, variables and the file do."""
+    local = config.load(env={"HOME": "/home/u", "XDG_RUNTIME_DIR": "/run/user/1000"}, euid=1000)
+    assert local.sources["rootless.enabled"].startswith("auto")
+    agent = config.load(env={}, euid=0)
+    merged = agent_config(local, {"settings": settings_document(agent)})
+    assert merged.config.rootless.enabled == agent.rootless.enabled
+    assert merged.overridden == {}
+
+
+def test_rootless_agent_round_trip() -> None:
+    """A rootless agent's settings (its paths under HOME) come back as they are, whoever asks."""
+    running = config.load(env={"HOME": "/home/u", "XDG_RUNTIME_DIR": "/run/user/1000"}, euid=1000)
+    assert running.rootless_on
+    merged = agent_config(Config(), {"settings": _through_json(settings_document(running))})
+    assert merged.config == running
