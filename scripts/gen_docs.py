@@ -117,9 +117,20 @@ _DIND_VARIABLES = {
 }
 
 
+# A valid value for each rootless setting such a variable may set, to ask config.load.
+_ROOTLESS_SAMPLES = {"net": "slirp4netns", "mtu": "1400", "flags": "--debug"}
+
+
 def variables_table() -> list[str]:
     rows = []
-    for name, (sample, meaning) in _DIND_VARIABLES.items():
+    variables = dict(_DIND_VARIABLES)
+    # docker:dind-rootless's own variables: config.py's table, each meaning the
+    # setting's own help text.
+    helps = {f"{s}.{k}": h for s, k, _d, h in config.describe()}
+    for name, key in config._ROOTLESSKIT_VARIABLES.items():
+        variables[name] = (_ROOTLESS_SAMPLES.get(key, "x"),
+                           f"docker:dind-rootless: {helps[f'rootless.{key}']}")
+    for name, (sample, meaning) in variables.items():
         if sample is None:
             setting = "(the file)"
         else:
@@ -216,7 +227,7 @@ def exit_codes() -> list[str]:
     lines += ["", "Errors and the exit code `run` (and the other commands) return for each:", ""]
     classes = _error_classes(errors.SupervisorError)
     lines += _table(("error", "exit code", "what"), [
-        (f"`{cls.__name__}`", f"`{cls.exit_code}`", (cls.__doc__ or "").strip().splitlines()[0])
+        (f"`{cls.__name__}`", f"`{cls.exit_code}`", (cls.__doc__ or "").strip().split("\n\n")[0])
         for cls in classes
     ])
     lines += ["", "dockerd's exit code, as `/status` (`dockerd.last_exit_code`) and"
