@@ -4,7 +4,7 @@
 # and removes what the run left. Each run uses a fresh state folder, so the
 # certificates are issued as on a first start. Run it as root.
 #
-#   scripts/time-run-local.sh            with .venv as it is (warm: a few dpkg queries)
+#   scripts/time-run-local.sh            with .venv as it is (warm: one dpkg query)
 #   rm -rf .venv && scripts/time-run-local.sh
 #                                        from a fresh venv (cold: venv + pip install)
 #
