@@ -217,7 +217,8 @@ def effective_config(
         return Effective(config=local, notes=[_settings_note(
             f"this shell's configuration ({endpoint} did not answer /status with JSON)"
         )])
-    if answer.peer_pid is not None and elsewhere(answer.peer_pid):
+    entered = os.environ.get(_ENTERED_ENV) == "1"
+    if answer.peer_pid is not None and not entered and elsewhere(answer.peer_pid):
         published = agent_settings.read_settings(document).values.get(("http", "socket"))
         inner = published if isinstance(published, str) and published else _DEFAULT_SOCKET
         return Effective(config=local, enter_pid=answer.peer_pid, inner_socket=inner)
@@ -228,6 +229,11 @@ def effective_config(
 
 
 _DEFAULT_SOCKET = Config().http.socket
+# Set for the check run inside the agent's namespaces, which must never enter again: with
+# a /proc that is not its pid namespace's, the peer's pid would name some other process.
+# The leading underscore keeps it out of the DIND_SUPERVISOR_* settings, which refuse
+# unknown names.
+_ENTERED_ENV = "_DIND_SUPERVISOR_CHECK_ENTERED"
 
 
 def _describe(merged: Merged, *, endpoint: str, pid: int | None) -> str:
@@ -250,7 +256,9 @@ def check_inside(
     own: Sequence[str],
     inner_socket: str,
     *,
-    call: Callable[[list[str]], int] = subprocess.call,
+    call: Callable[[list[str], dict[str, str]], int] = lambda command, env: subprocess.call(
+        command, env=env
+    ),
 ) -> int:
     """Run this same ``check`` in the namespaces of process ``pid`` (root only), where the
     agent's paths mean what they say; returns its exit code."""
@@ -273,4 +281,4 @@ def check_inside(
     print(f"dind-supervisor: note: the agent (pid {pid}) runs in another mount namespace, where"
           f" its data root and certificates are: checking there (nsenter --target {pid})",
           file=sys.stderr)
-    return call(command)
+    return call(command, {**os.environ, _ENTERED_ENV: "1"})

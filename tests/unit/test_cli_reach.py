@@ -239,7 +239,7 @@ def test_check_enters_an_agent_in_other_namespaces(agent: FakeAgent, tmp_path: P
     commands: list[list[str]] = []
     code = doctor.check_inside(
         os.getpid(), ("check", "--json", "--socket", str(agent.path)), effective.inner_socket,
-        call=lambda command: commands.append(command) or 3,
+        call=lambda command, env: commands.append(command) or 3,
     )
     assert code == 3
     assert commands == [[
@@ -255,3 +255,30 @@ def test_check_does_not_enter_the_same_namespace(agent: FakeAgent, tmp_path: Pat
     effective = doctor.effective_config(Config(), socket_path=str(agent.path))
     assert effective.enter_pid is None
     assert effective.config.tls.certdir == str(tmp_path / "certs")
+
+
+def test_a_check_that_entered_never_enters_again(
+    agent: FakeAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check run inside the agent's namespaces does not nsenter again, whatever the
+    namespace comparison says (a /proc of another pid namespace would mislead it)."""
+    agent.document = {"schema": 1}
+    monkeypatch.setenv("_DIND_SUPERVISOR_CHECK_ENTERED", "1")
+    effective = doctor.effective_config(
+        Config(), socket_path=str(agent.path), elsewhere=lambda pid: True
+    )
+    assert effective.enter_pid is None
+
+
+def test_check_inside_marks_the_check_it_starts() -> None:
+    """check_inside gives nsenter (and so the inner check) an environment with the marker,
+    and leaves this process's own environment alone."""
+    seen_env: list[str | None] = []
+
+    def call(command: list[str], env: dict[str, str]) -> int:
+        seen_env.append(env.get("_DIND_SUPERVISOR_CHECK_ENTERED"))
+        return 0
+
+    doctor.check_inside(os.getpid(), ("check",), "/run/x.sock", call=call)
+    assert seen_env == ["1"]
+    assert "_DIND_SUPERVISOR_CHECK_ENTERED" not in os.environ
