@@ -41,6 +41,7 @@ DEV_APT=(
   xfsprogs        # an xfs loop image for the d_type preflight test
   systemd         # systemd-analyze verifies the unit file
   wrk             # HTTP load for the benchmarks
+  strace          # bench/signal_window.py: exec to the block of PID 1's signals
   rootlesskit     # rootless mode: dockerd as an unprivileged user (tests/integration/test_rootless.py)
   slirp4netns     # its network driver (vpnkit is not packaged in Debian)
   uidmap          # newuidmap/newgidmap: the subordinate id ranges
