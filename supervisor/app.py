@@ -22,6 +22,7 @@ from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 
 from supervisor import containers as watched
 from supervisor import http as endpoint
+from supervisor.agent_settings import SETTINGS_KEY, settings_document
 from supervisor.crash import crash_handler, guarded
 from supervisor.dataroot.service import DataRootService
 from supervisor.docker_api import DockerApi, hand_out_info
@@ -186,9 +187,9 @@ class Agent:
     def is_ready(self) -> bool:
         return self.daemon.state is lc.State.RUNNING
 
-    def status(self) -> dict[str, Any]:
+    def status(self, local: bool = False) -> dict[str, Any]:
         figures = self.containers.snapshot()
-        return {
+        return {**({SETTINGS_KEY: settings_document(self.config)} if local else {}),
             "schema": 1,
             "agent": self.launched.agent_status(),
             "dockerd": self.daemon.status(),

@@ -30,7 +30,7 @@ from supervisor.logs import get_logger
 from supervisor.metrics import Metrics
 from supervisor.tls.files import TlsFiles
 
-StatusFn = Callable[[], dict[str, Any]]
+StatusFn = Callable[[bool], dict[str, Any]]  # True: asked over the unix socket
 ReadyFn = Callable[[], bool]
 
 # Requests are tiny; anything bigger is garbage or an attack.
@@ -51,8 +51,8 @@ def build_app(*, metrics: Metrics, is_ready: ReadyFn, status: StatusFn) -> web.A
             return web.Response(text="ready\n")
         return web.Response(status=503, text="dockerd is not ready\n")
 
-    async def get_status(_request: web.Request) -> web.Response:
-        document = await anyio.to_thread.run_sync(status)
+    async def get_status(request: web.Request) -> web.Response:
+        document = await anyio.to_thread.run_sync(status, _over_unix_socket(request))
         return web.Response(
             text=json.dumps(document, indent=2, sort_keys=True, default=str) + "\n",
             content_type="application/json",
@@ -64,6 +64,14 @@ def build_app(*, metrics: Metrics, is_ready: ReadyFn, status: StatusFn) -> web.A
     app.router.add_get("/readyz", get_readyz)
     app.router.add_get("/status", get_status)
     return app
+
+
+def _over_unix_socket(request: web.Request) -> bool:
+    """The unix socket is the local side (mode 0600): what only the host's root may read,
+    the agent's full settings for one, is answered there and not on the TCP port."""
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    return sock is not None and sock.family == socket.AF_UNIX
 
 
 def client_auth_context(*, ca: Path, cert: Path, key: Path) -> ssl.SSLContext:

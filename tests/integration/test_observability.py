@@ -40,7 +40,7 @@ NO_NET = ("--network", "none")
 class Field:
     path: str
     types: frozenset[str]
-    present: str  # "always", "TLS on" or "rootless on"
+    present: str  # "always", "TLS on", "rootless on" or "socket"
 
 
 def _is_int(value: object) -> bool:
@@ -84,7 +84,7 @@ def documented_fields(doc: Path = STATUS_DOC) -> dict[str, Field]:
         types = frozenset(t.strip() for t in type_text.split(" or "))
         unknown = types - TYPE_CHECKS.keys()
         assert not unknown, f"docs/status.md: {path}: unknown type(s) {sorted(unknown)}"
-        assert present in ("always", "TLS on", "rootless on"), (
+        assert present in ("always", "TLS on", "rootless on", "socket"), (
             f"docs/status.md: {path}: presence {present!r}")
         assert path not in fields, f"docs/status.md: {path} listed twice"
         fields[path] = Field(path=path, types=types, present=present)
@@ -99,11 +99,14 @@ def _join(parent: str, key: str) -> str:
     return f"{parent}.{key}" if parent else key
 
 
-def schema_problems(document: dict[str, Any], fields: dict[str, Field] | None = None) -> list[str]:
-    """What in `document` disagrees with the documented schema; empty when it matches."""
+def schema_problems(document: dict[str, Any], fields: dict[str, Field] | None = None, *,
+                    over_socket: bool = False) -> list[str]:
+    """What in `document` disagrees with the documented schema; empty when it matches.
+    ``over_socket``: the document was asked for over the agent's unix socket."""
     fields = fields or documented_fields()
     modes_on = {"always": True, "TLS on": bool(document.get("tls", {}).get("enabled")),
-                "rootless on": bool(document.get("rootless", {}).get("enabled"))}
+                "rootless on": bool(document.get("rootless", {}).get("enabled")),
+                "socket": over_socket}
     children: dict[str, list[Field]] = {}
     for f in fields.values():
         children.setdefault(_parent(f.path), []).append(f)
@@ -365,6 +368,19 @@ def test_status_document_matches_the_documented_schema(tls_box: Sandbox) -> None
     assert set(status["containers"]) >= {"created", "running", "paused", "exited"}
 
 
+def test_settings_are_shown_over_the_unix_socket_only(tls_box: Sandbox) -> None:
+    """The agent's full settings (dockerd's arguments included) are in /status over the
+    0600 unix socket, which `check` and `status --socket` use, and never on the TCP port."""
+    local = tls_box.nsenter("curl", "-s", "--unix-socket", "/run/dind-supervisor/agent.sock",
+                            "http://agent/status")
+    assert local.returncode == 0, local.stderr
+    document = json.loads(local.stdout)
+    assert schema_problems(document, over_socket=True) == []
+    assert document["settings"]["tls"]["certdir"] == "/certs"
+    assert document["settings"]["dockerd"]["args"] == ["--bridge=none"]
+    assert "settings" not in tls_box.status()
+
+
 def test_status_command_readable_and_json_against_a_real_agent(tls_box: Sandbox) -> None:
     """`status` summarises the live agent (dockerd pid, certs, data root); `--json` is /status."""
     readable = tls_box.nsenter(*supervisor_cmd("status"), cwd=REPO)
@@ -380,7 +396,8 @@ def test_status_command_readable_and_json_against_a_real_agent(tls_box: Sandbox)
     assert as_json.returncode == 0, as_json.stderr
     parsed = json.loads(as_json.stdout)
     assert parsed["dockerd"]["pid"] == pid
-    assert set(parsed) == set(document)
+    # `status` asks over the agent's unix socket when it is there: the settings come too.
+    assert set(parsed) == set(document) | {"settings"}
 
     unreachable = tls_box.nsenter(
         *supervisor_cmd("status", "--url", "http://127.0.0.1:1"), cwd=REPO
