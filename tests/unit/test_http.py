@@ -35,11 +35,13 @@ class Agent:
         self.ready = False
         self.metrics = Metrics()
         self.document: dict[str, Any] = {"schema": 1, "dockerd": {"state": "starting"}}
+        self.asked_locally: bool | None = None
 
     def is_ready(self) -> bool:
         return self.ready
 
-    def status(self) -> dict[str, Any]:
+    def status(self, local: bool = False) -> dict[str, Any]:
+        self.asked_locally = local
         return self.document
 
 
@@ -121,6 +123,7 @@ async def test_status_json(client: TestClient[Any, Any], agent: Agent) -> None:
         "schema": 1,
         "dockerd": {"state": "running", "data_root": "/d"},
     }
+    assert agent.asked_locally is False  # over TCP: not the local side
 
 
 @pytest.mark.anyio
