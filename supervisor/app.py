@@ -98,11 +98,12 @@ class Agent:
     def _tls_service(self, launched: Launched) -> TlsService | None:
         if not self.config.tls_enabled or launched.sans is None:
             return None
-        from supervisor.tls.service import TlsService
+        from supervisor.tls.service import TlsService, clients_probe
 
         return TlsService(
             self.config, self.metrics, sans=launched.sans, report=launched.certs,
             manifest=launched.manifest,
+            quiet=clients_probe(launched.spawner.served_tcp_ports),
             request_restart=lambda: self.daemon.request_restart(lc.RestartReason.TLS_ROTATION),
         )
 

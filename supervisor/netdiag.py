@@ -151,6 +151,15 @@ class TcpConnection:
 Endpoint = tuple[str, int]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientActivity:
+    """dockerd's TCP clients at one moment, the agent's own connections left out."""
+
+    quiet_seconds: float | None  # since any of them carried data; None: none is open
+    busy: int  # how many carried data within the idle threshold (a restart now cuts them)
+    visible: bool = True  # False: the kernel could not tell (see NetDiagUnavailable)
+
+
 # Pure decisions ------------------------------------------------------------------------
 
 
@@ -176,6 +185,34 @@ def quiet_for(
         seconds = 0.0 if seconds is None else seconds
         quietest = seconds if quietest is None else min(quietest, seconds)
     return quietest
+
+
+def client_activity(
+    connections: Iterable[TcpConnection], ports: Collection[int], idle: float,
+    own_inodes: Collection[int],
+) -> ClientActivity:
+    """The server side of connections to ``ports`` (dockerd's TCP listeners), without the
+    listeners themselves and without the agent's own client connections."""
+    everything = list(connections)
+    peers = own_peers(everything, own_inodes)
+    served = [
+        conn for conn in everything
+        if conn.local_port in ports and conn.state is not TcpState.LISTEN
+        and conn.inode not in own_inodes and (conn.remote_address, conn.remote_port) not in peers
+    ]
+    busy = sum(1 for conn in served if (conn.quiet_seconds or 0.0) < idle)
+    return ClientActivity(quiet_seconds=quiet_for(served), busy=busy)
+
+
+def read_client_activity(ports: Collection[int], idle: float) -> ClientActivity:
+    """``client_activity`` of this network namespace now. Blocking (a few ms): use a thread."""
+    if not ports:
+        return ClientActivity(quiet_seconds=None, busy=0)
+    try:
+        connections = tcp_connections()
+    except (NetDiagUnavailable, NetDiagProtocolError):
+        return ClientActivity(quiet_seconds=None, busy=0, visible=False)
+    return client_activity(connections, ports, idle, own_socket_inodes())
 
 
 def own_peers(

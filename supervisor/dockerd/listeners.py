@@ -82,6 +82,16 @@ def served_addresses(argv: Sequence[str], plan: Plan | None) -> list[str]:
     return option_values(list(argv[1:]), *_HOST_OPTIONS)
 
 
+def tcp_ports(addresses: Sequence[str]) -> list[int]:
+    """The TCP ports among dockerd's addresses (``tcp://host:port``)."""
+    ports = []
+    for address in addresses:
+        if address.startswith("tcp://"):
+            with contextlib.suppress(ValueError):
+                ports.append(split_tcp(address)[1])
+    return ports
+
+
 def _without_hosts(args: Sequence[str]) -> list[str]:
     """``args`` minus every --host/-H option (both its forms)."""
     out: list[str] = []

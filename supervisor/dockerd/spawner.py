@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from supervisor.dockerd.listeners import tcp_ports
 from supervisor.dockerd.process import DockerdProcess, ExitSource, LineObserver, spawn
 from supervisor.fdstore import Depositor, pidfd_pid
 from supervisor.notify import NotifyListener, bind_datagram
@@ -103,6 +104,11 @@ class Spawner:
                                   notify=NotifyListener(path, notify_sock))
         self._deposit(incarnation)
         return incarnation
+
+    def served_tcp_ports(self) -> list[int]:
+        """The TCP ports dockerd serves (its clients there can be watched); for a dockerd
+        taken over, the ones this configuration gives it. Blocking (argv may read /proc)."""
+        return tcp_ports(self.last_serves or self._serves(self._argv()))
 
     def describe_last(self) -> dict[str, Any]:
         return {"argv": self.last_argv, "serves": self.last_serves, "wrapped": self.last_wrapped}

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from supervisor.errors import CertificateError
 from supervisor.findings import Severity
 from supervisor.logs import get_logger
 from supervisor.metrics import Metrics
+from supervisor.netdiag import ClientActivity, read_client_activity
 from supervisor.tls import rotation, worker
 from supervisor.tls.files import TlsFiles
 from supervisor.tls.manifest import Manifest
@@ -47,7 +48,18 @@ _FINDINGS_LOG_INTERVAL = dt.timedelta(days=1)
 
 Work = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 # Seconds since a client connection last carried data (None: no client connection).
-QuietProbe = Callable[[], Awaitable[float | None]]
+# dockerd's TCP clients now, given the idle threshold (netdiag.ClientActivity).
+QuietProbe = Callable[[float], Awaitable[ClientActivity]]
+
+
+def clients_probe(ports: Callable[[], Collection[int]]) -> QuietProbe:
+    """The probe of dockerd's TCP clients on ``ports()`` (its listeners), in a worker thread.
+    Unix-socket clients cannot be seen: the kernel keeps no activity times for them."""
+
+    async def probe(idle: float) -> ClientActivity:
+        return await anyio.to_thread.run_sync(lambda: read_client_activity(ports(), idle))
+
+    return probe
 
 
 def retry_base(spec: CertSpec) -> dt.timedelta:
@@ -198,17 +210,28 @@ class TlsService:
         self.pending_since = now
         self._metrics.tls_rotation_pending.set(1)
         started = anyio.current_time()
+        clients = ClientActivity(quiet_seconds=None, busy=0)
         try:
             while self._now() < deadline:
-                quiet_for = await self._quiet()
-                if quiet_for is None or quiet_for >= self.idle:
+                clients = await self._quiet(self.idle)
+                if not clients.visible:
+                    self._log.warning(
+                        "certificate_rotation_quiet_unknown",
+                        message="the kernel does not report TCP activity here (no inet_diag):"
+                        " renewing without waiting for quiet",
+                    )
                     break
-                await anyio.sleep(min(1.0, max(0.05, self.idle - quiet_for)))
+                if clients.quiet_seconds is None or clients.quiet_seconds >= self.idle:
+                    break
+                await anyio.sleep(min(1.0, max(0.05, self.idle - clients.quiet_seconds)))
             else:
+                # The restart cuts what is still in flight: counted apart.
+                self._metrics.tls_rotation_cut.inc(clients.busy)
                 self._log.warning(
                     "certificate_rotation_not_quiet", deadline=deadline.isoformat(),
-                    message="clients kept dockerd busy until the deadline; renewing now, some"
-                    " calls in flight will be cut",
+                    busy_connections=clients.busy,
+                    message="clients kept dockerd busy until the deadline; renewing now, the"
+                    " calls in flight are cut",
                 )
         finally:
             waited = anyio.current_time() - started

@@ -473,3 +473,32 @@ def test_request_layout() -> None:
     assert flags == 0x301
     family, protocol, ext, states = struct.unpack_from("=BBBxI", request, 16)
     assert (family, protocol, ext, states) == (socket.AF_INET6, socket.IPPROTO_TCP, 2, 2)
+
+
+def test_client_activity_counts_dockerd_clients_but_not_the_agents_own() -> None:
+    """On dockerd's port: a client that just sent data is busy; the agent's own connection (its
+    client inode known) is left out whatever it does; no other port counts."""
+    with listening("127.0.0.1") as listener, listening("127.0.0.1") as other:
+        port = listener.getsockname()[1]
+        agent, client, elsewhere = Pair(listener), Pair(listener), Pair(other)
+        try:
+            transfer(client, b"GET /_ping")
+            transfer(agent, b"GET /_ping")
+            transfer(elsewhere, b"x")
+            connections = tcp_connections()
+            busy = netdiag.client_activity(connections, {port}, 5.0, {agent.client_inode})
+            alone = netdiag.client_activity(
+                [c for c in connections if c.inode != client.server_inode], {port}, 5.0,
+                {agent.client_inode})
+        finally:
+            for pair in (agent, client, elsewhere):
+                pair.close()
+    assert busy.busy == 1
+    assert busy.quiet_seconds is not None
+    assert busy.quiet_seconds < 5.0
+    assert (alone.busy, alone.quiet_seconds) == (0, None)  # only the agent's own was left
+
+
+def test_read_client_activity_without_ports_sees_nothing_to_wait_for() -> None:
+    assert netdiag.read_client_activity([], 5.0) == netdiag.ClientActivity(
+        quiet_seconds=None, busy=0)

@@ -12,6 +12,7 @@ from tls_helpers import NOW, SANS
 
 from supervisor.config import Config, TlsConfig
 from supervisor.metrics import Metrics
+from supervisor.netdiag import ClientActivity
 from supervisor.tls import certs, rotation, worker
 from supervisor.tls.model import CertStatus
 from supervisor.tls.service import TlsService, quiet_deadline, recheck_interval, retry_base
@@ -120,9 +121,11 @@ def test_due_server_renewal_waits_for_quiet_clients(certdir: Path) -> None:
     answers = iter([0.0, 0.05, None])  # busy, busy, then no client connection at all
     seen_pending: list[float | None] = []
 
-    async def quiet() -> float | None:
+    async def quiet(idle: float) -> ClientActivity:
+        assert idle == 0.2
         seen_pending.append(metrics.registry.get_sample_value("dind_tls_rotation_pending"))
-        return next(answers)
+        seconds = next(answers)
+        return ClientActivity(quiet_seconds=seconds, busy=0 if seconds is None else 1)
 
     service = TlsService(config, metrics, sans=SANS, request_restart=lambda: None,
                          report=report, now=lambda: server.renew_at, quiet=quiet,  # type: ignore[arg-type,return-value]
