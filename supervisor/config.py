@@ -674,7 +674,7 @@ def _rootless_defaults(
     Only settings no source gave are changed, each with its source saying why.
     Returns notices for the log.
     """
-    from supervisor.rootless import paths
+    from supervisor import rootless_paths as paths
 
     setting = str(merged["rootless"].get("enabled", paths.AUTO))
     if not paths.wanted(setting, euid):

@@ -29,10 +29,10 @@ import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from supervisor import rootless_paths as paths
 from supervisor.config import Config
 from supervisor.dockerd.listeners import PLAIN_TCP_LISTEN, split_tcp
 from supervisor.dockerd_flags import option_values, user_sets
-from supervisor.rootless import paths
 
 # The network drivers that need a program of their own, and which (rootlesskit runs them).
 NET_PROGRAMS = {"slirp4netns": "slirp4netns", "vpnkit": "vpnkit", "pasta": "pasta",

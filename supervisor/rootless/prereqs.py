@@ -30,7 +30,7 @@ from supervisor.config import Config
 from supervisor.dockerd.rootlesskit import NET_PROGRAMS, TAP_DRIVERS, resolve_net
 from supervisor.errors import RootlessPrerequisiteError
 from supervisor.findings import Finding, Severity
-from supervisor.rootless.paths import home_dir, runtime_dir
+from supervisor.rootless_paths import home_dir, runtime_dir
 
 RECOMMENDED_SUBIDS = 65536  # what dockerd's rootless documentation asks for
 _IMAGE_HINT = "the dind-supervisor rootless image (Dockerfile.rootless, FROM docker:dind-rootless)"
