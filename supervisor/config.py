@@ -73,6 +73,11 @@ class DockerdConfig:
         "hold dockerd's sockets in the agent and hand them over (-H fd://), so clients wait"
         " instead of being refused while dockerd restarts",
     )
+    manage_containerd: bool = _opt(
+        True,
+        "run containerd under the agent (restarted at once when it dies) and point dockerd at"
+        " it; false: dockerd starts its own",
+    )
     exact_args: bool = _opt(
         False,
         "run dockerd with exactly dockerd.args, adding no socket, TLS, path or live-restore"
