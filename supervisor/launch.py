@@ -16,7 +16,8 @@ In order:
 5. the certificates: their record (``tls.manifest``) proves in microseconds
    that the set is unchanged and not due; otherwise they are issued here;
 6. dockerd's sockets, held by the agent (listening once the client
-   certificates exist);
+   certificates exist); containerd, when the agent runs it, started and
+   answering on its socket (``supervisor.containerd``);
 7. dockerd's spawn, unless a TERM/INT/QUIT is already waiting (then nothing
    is started).
 
@@ -38,7 +39,7 @@ import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from supervisor import fdstore, state
 from supervisor.config import Config
@@ -58,6 +59,10 @@ from supervisor.tls.manifest import Manifest, fast_check
 from supervisor.tls.model import CertReport
 from supervisor.tls.san import SanSet
 from supervisor.tls.settings import sans_from_config, spec_from_config, utcnow
+
+if TYPE_CHECKING:
+    from supervisor.containerd.plan import Setup as ContainerdSetup
+    from supervisor.containerd.process import ContainerdProcess, Runner
 
 LOCK_NAME = "data-root-lock"
 LISTENER_NAME = "listener"
@@ -122,6 +127,9 @@ class Launched:
     milestones: dict[str, float] = field(default_factory=dict)
     inherited: list[tuple[str, int]] = field(default_factory=list)
     http_socket: socket.socket | None = None
+    containerd_setup: ContainerdSetup | None = None
+    containerd_runner: Runner | None = None
+    containerd: ContainerdProcess | None = None
 
     def milestone(self, name: str) -> None:
         self.milestones[name] = time.time()
@@ -203,8 +211,12 @@ def launch(
     for item in listeners.items:
         if not item.adopted:
             depositor.store(LISTENER_NAME, item.fileno())
+    containerd_setup, runner, containerd = _containerd(
+        config, planned, dockerd_environment(env, prepare_env), depositor=depositor,
+        inherited=inherited, may_spawn=role != ROLE_STOP, log=log)
     spawner = _spawner(config, planned, prepare_env, listeners=listeners, depositor=depositor,
-                       env=env, data_root=data_root)
+                       env=env, data_root=data_root,
+                       containerd_flags=containerd_setup.dockerd_flags())
     launched = Launched(
         config=config, role=role, under_init=under_init, policy=policy, plan=planned,
         deviations=deviations, lock=lock, previous_run=previous, disk=disk,
@@ -212,6 +224,7 @@ def launch(
         agent_restarts=int(raw_restarts) if raw_restarts.isdigit() else 0, takeover=takeover,
         prepare=prepared, prepare_env=prepare_env, sans=sans, certs=certs, manifest=record,
         milestones=milestones, inherited=inherited, http_socket=http_socket,
+        containerd_setup=containerd_setup, containerd_runner=runner, containerd=containerd,
     )
     # 7. dockerd: adopted, or started now unless a stop is already waiting.
     if takeover:
@@ -392,10 +405,31 @@ def _certificates(
     return report, None
 
 
+def _containerd(
+    config: Config, planned: Plan, containerd_env: dict[str, str], *,
+    depositor: fdstore.Depositor, inherited: list[tuple[str, int]], may_spawn: bool,
+    log: EarlyLog,
+) -> tuple[ContainerdSetup, Runner | None, ContainerdProcess | None]:
+    """Who runs containerd; when the agent does, it is adopted or started here, before
+    dockerd, and answers on its socket before dockerd's spawn."""
+    from supervisor.containerd import process as containerd
+
+    setup = containerd.decide(config)
+    log.info("containerd_managed", component="containerd", managed_by=setup.managed_by.value,
+             reason=setup.reason, address=str(setup.address))
+    if not setup.dockerd_flags():
+        return setup, None, None
+    runner = containerd.runner_for(config, setup, planned, env=lambda: dict(containerd_env),
+                                   depositor=depositor)
+    process = containerd.start(runner, inherited, may_spawn=may_spawn,
+                               timeout=config.dockerd.start_timeout, log=log)
+    return setup, runner, process
+
+
 def _spawner(
     config: Config, planned: Plan, prepare_env: dict[str, str], *,
     listeners: held_sockets.Listeners, depositor: fdstore.Depositor,
-    env: MutableMapping[str, str], data_root: Path,
+    env: MutableMapping[str, str], data_root: Path, containerd_flags: list[str],
 ) -> Spawner:
     from supervisor.policy.apply import wrap_argv
 
@@ -407,6 +441,7 @@ def _spawner(
     ):
         found = version.major(config.dockerd.binary, cache_dir=data_root, path=env.get("PATH"))
         extra = version.oom_flag(expected_oom, found)
+    extra += containerd_flags
     rootless_env: dict[str, str] = {}
     if config.rootless_on:
         from supervisor.dockerd import rootlesskit
