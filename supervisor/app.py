@@ -23,6 +23,7 @@ from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from supervisor import containers as watched
 from supervisor import http as endpoint
 from supervisor.agent_settings import SETTINGS_KEY, settings_document
+from supervisor.containerd.service import for_agent as containerd_service
 from supervisor.crash import crash_handler, guarded
 from supervisor.dataroot.service import DataRootService
 from supervisor.docker_api import DockerApi, hand_out_info
@@ -34,7 +35,7 @@ from supervisor.metrics import Metrics
 from supervisor.notify import SystemdNotifier
 from supervisor.parts import Parts
 from supervisor.policy.service import PolicyService
-from supervisor.procstats import ProcessFigures, pid_from_file
+from supervisor.procstats import ProcessFigures
 from supervisor.rootless.view import RootlessView
 from supervisor.signals import SignalAction, SignalReceiver, signal_action
 from supervisor.stopfile import watch_stop_file
@@ -67,8 +68,7 @@ class Agent:
             successor_takes_over=launched.under_init and launched.depositor.active)
         self.data_root = DataRootService(
             config, metrics, lock=launched.lock, previous_run=launched.previous_run,
-            clean=lambda: self._clean_stop, takeover=launched.takeover,
-        )
+            clean=lambda: self._clean_stop, takeover=launched.takeover)
         self.tls = self._tls_service(launched)
         self.daemon = Daemon(
             config=config, metrics=metrics, spawner=launched.spawner, ping=self.api.ping,
@@ -82,6 +82,7 @@ class Agent:
         # In rootless mode the pid the agent supervises is rootlesskit's; /proc figures
         # and the policy check want dockerd's own, below it.
         dockerd_own_pid = self.rootless.dockerd_pid if self.rootless else lambda: self.daemon.pid
+        self.containerd = containerd_service(config, metrics, launched, dockerd_own_pid)
         self.policy = PolicyService(
             config, metrics, policy=launched.policy, plan=launched.plan,
             deviations=launched.deviations, under_init=launched.under_init,
@@ -91,8 +92,6 @@ class Agent:
         self.signals = SignalReceiver(self._on_signal)
         self.http = self._http_endpoint()
         metrics.register(ProcessFigures(dockerd_own_pid, expect_comm="dockerd"))
-        containerd = pid_from_file(str(config.dockerd.containerd_pidfile), expect_comm="containerd")
-        metrics.register(ProcessFigures(containerd, process="containerd"))
         self.daemon.state_listeners.append(self._on_dockerd_state)
 
     def _tls_service(self, launched: Launched) -> TlsService | None:
@@ -145,6 +144,7 @@ class Agent:
             await parts.start("policy", self.policy.run)
             await parts.start("listeners", self.launched.listeners.hold, lambda: (
                 self._clean_stop or self.daemon.state.value in ("exited", "fatal")))
+            await parts.start("containerd", self.containerd.run)  # stopped after dockerd
             await parts.start("dockerd", self._run_daemon, stop=self._stop_and_wait)
             if self.tls is not None:
                 await parts.start("tls", self.tls.run)
@@ -186,7 +186,7 @@ class Agent:
     # What the outside sees ------------------------------------------------------
 
     def is_ready(self) -> bool:
-        return self.daemon.state is lc.State.RUNNING
+        return self.daemon.state is lc.State.RUNNING and self.containerd.available
 
     def status(self, local: bool = False) -> dict[str, Any]:
         figures = self.containers.snapshot()
@@ -194,6 +194,7 @@ class Agent:
             "schema": 1,
             "agent": self.launched.agent_status(),
             "dockerd": self.daemon.status(),
+            "containerd": self.containerd.status(),
             "tls": self.tls.status() if self.tls else {"enabled": False},
             "data_root": self.data_root.status(),
             "prepare": self.launched.prepare,

@@ -91,6 +91,11 @@ DOCKERD_PING_DURATION = _f("dind_dockerd_ping_duration_seconds", "histogram",
                            "Duration of successful liveness pings (GET /_ping) of dockerd.")
 DOCKERD_PING_FAILURES = _f("dind_dockerd_ping_failures_total", "counter",
                            "Liveness pings of dockerd that failed or timed out.")
+CONTAINERD_UP = _f("dind_containerd_up", "gauge",
+                   "1 when containerd answers on its socket, else 0 (whoever runs it).")
+CONTAINERD_RESTARTS = _f("dind_containerd_restarts_total", "counter",
+                         "Starts of a new containerd after one exited: by the agent when it"
+                         " manages containerd, else by dockerd.")
 TLS_NOT_AFTER = _f("dind_tls_cert_not_after_timestamp_seconds", "gauge",
                    "Unix time after which the certificate is no longer valid.", "cert")
 TLS_NOT_BEFORE = _f("dind_tls_cert_not_before_timestamp_seconds", "gauge",
@@ -169,6 +174,7 @@ CATALOGUE: tuple[Family, ...] = (
     BUILD_INFO, AGENT_RESTARTS, PART_FAILURES,
     DOCKERD_UP, DOCKERD_STATE, DOCKERD_RESTARTS, DOCKERD_LAST_EXIT_CODE, DOCKERD_START_TIME,
     DOCKERD_READY_DURATION, DOCKERD_PING_DURATION, DOCKERD_PING_FAILURES,
+    CONTAINERD_UP, CONTAINERD_RESTARTS,
     *(f for p in SUPERVISED_PROCESSES for f in process_families(p)),
     TLS_NOT_AFTER, TLS_NOT_BEFORE, TLS_ROTATIONS, TLS_ROTATION_FAILURES, TLS_ROTATION_PENDING,
     TLS_ROTATION_WAIT, TLS_ROTATION_CUT,
@@ -223,6 +229,8 @@ class Metrics:
         self.dockerd_ping_duration = histogram(DOCKERD_PING_DURATION, _PING_BUCKETS)
         self.dockerd_ping_failures = counter(DOCKERD_PING_FAILURES)
         self._states: list[str] = []
+        self.containerd_up = gauge(CONTAINERD_UP)
+        self.containerd_restarts = counter(CONTAINERD_RESTARTS)
 
         self.tls_not_after = gauge(TLS_NOT_AFTER)
         self.tls_not_before = gauge(TLS_NOT_BEFORE)
