@@ -18,7 +18,9 @@ and with it dockerd's exit status, which PID 1 reports back (``EXITED``).
 More deaths than ``restart_limit`` within ``restart_window`` end that: a last
 agent is started only to stop dockerd gracefully, and PID 1 exits 1. If even
 that agent dies, PID 1 sends dockerd its one TERM itself, waits
-``stop_timeout``, then KILLs it: the namespace never ends by SIGKILL while a
+``stop_timeout``, then KILLs it, and then does the same to the containerd the
+agent ran (``containerd_pid``; dockerd first, so it never loses its
+containerd while it stops): the namespace never ends by SIGKILL while a
 graceful stop is possible.
 
 Exit status: the agent's exit code, 128+N when it died of signal N and was
@@ -187,15 +189,22 @@ class Init:
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.agent_pid, signum)
 
+    def _pid(self, key: str) -> int | None:
+        raw = self.store.values.get(key, "")
+        return int(raw) if raw.isdigit() and int(raw) > 0 else None
+
     def _dockerd_pid(self) -> int | None:
-        raw = self.store.values.get("dockerd_pid", "")
-        return int(raw) if raw.isdigit() else None
+        return self._pid("dockerd_pid")
 
     def _on_reaped(self, pid: int, status: int) -> int | None:
         if pid == self._dockerd_pid():
             # dockerd outlived an agent and is ours to reap: its agent needs the status.
             self.store.tell_exit(pid, status)
             self.store.values.pop("dockerd_pid", None)
+            return None
+        if pid == self._pid("containerd_pid"):
+            # The agent's containerd, orphaned by that agent's death; its pidfd tells the next.
+            self.store.values.pop("containerd_pid", None)
             return None
         if pid != self.agent_pid:
             return None
@@ -204,14 +213,15 @@ class Init:
         died = os.WIFSIGNALED(status) or code == EXIT_CRASHED
         self.store.drain()
         if not died:
-            if self._dockerd_alive():
-                # The agent left without stopping dockerd (e.g. it refused a configuration
-                # that changed while dockerd ran): stop it here rather than by SIGKILL.
-                self.stop_dockerd()
+            # The agent left without stopping dockerd (e.g. it refused a configuration
+            # that changed while dockerd ran): stop it here rather than by SIGKILL.
+            self.stop_dockerd()
+            self.stop_containerd()
             return EXIT_GAVE_UP if self.gave_up else code
         self._log_death(pid, status)
         if self.role == ROLE_STOP:
             self.stop_dockerd()
+            self.stop_containerd()
             return EXIT_GAVE_UP if self.gave_up else code
         now = self._clock()
         window = self.store.number("restart_window", DEFAULT_RESTART_WINDOW)
@@ -247,8 +257,8 @@ class Init:
 
     # The last resort ----------------------------------------------------------
 
-    def _dockerd_alive(self) -> bool:
-        pid = self._dockerd_pid()
+    def _alive(self, key: str) -> bool:
+        pid = self._pid(key)
         if pid is None:
             return False
         try:
@@ -259,31 +269,41 @@ class Init:
             return True
         return True
 
+    def _dockerd_alive(self) -> bool:
+        return self._alive("dockerd_pid")
+
     def stop_dockerd(self) -> None:
         """dockerd's one TERM from PID 1, then KILL after ``stop_timeout`` (no agent left)."""
-        pid = self._dockerd_pid()
-        if pid is None or not self._dockerd_alive():
+        self._stop("dockerd", "dockerd_pid")
+
+    def stop_containerd(self) -> None:
+        """The same for the agent's containerd, once dockerd is gone."""
+        self._stop("containerd", "containerd_pid")
+
+    def _stop(self, name: str, key: str) -> None:
+        pid = self._pid(key)
+        if pid is None or not self._alive(key):
             return
         timeout = self.store.number("stop_timeout", DEFAULT_STOP_TIMEOUT)
-        _log("dockerd_stopped_by_init", level="warning", pid=pid, stop_timeout_seconds=timeout)
-        self._signal_dockerd(signal.SIGTERM)
-        self._signal_dockerd(signal.SIGCONT)  # a stopped dockerd would sit on the TERM
+        _log(f"{name}_stopped_by_init", level="warning", pid=pid, stop_timeout_seconds=timeout)
+        self._signal(name, key, signal.SIGTERM)
+        self._signal(name, key, signal.SIGCONT)  # a stopped process would sit on the TERM
         deadline = self._clock() + timeout
         while self._clock() < deadline:
             signal.sigtimedwait(HANDLED, min(_POLL_SECONDS, max(0.0, deadline - self._clock())))
             if any(reaped == pid for reaped, _status in reap()):
                 return
-        self._signal_dockerd(signal.SIGKILL)
+        self._signal(name, key, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
 
-    def _signal_dockerd(self, signum: int) -> None:
-        pidfd = self.store.first("dockerd")
+    def _signal(self, name: str, key: str, signum: int) -> None:
+        pidfd = self.store.first(name)
         with contextlib.suppress(ProcessLookupError, OSError):
             if pidfd is not None:
                 signal.pidfd_send_signal(pidfd, signum)
             else:
-                pid = self._dockerd_pid()
+                pid = self._pid(key)
                 if pid is not None:
                     os.kill(pid, signum)
 
