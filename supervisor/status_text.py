@@ -76,6 +76,18 @@ def _dockerd(doc: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _containerd(doc: Mapping[str, Any]) -> list[str]:
+    c = doc.get("containerd")
+    if not isinstance(c, Mapping):
+        return []  # an agent from before containerd was reported
+    up = {True: "answering", False: "NOT answering", None: "not probed yet"}.get(c.get("up"), "?")
+    last = c.get("last_signal") or c.get("last_exit_code")
+    return [_line("containerd", f"{up} (pid {c.get('pid') or '-'}, run by"
+                                f" {c.get('managed_by', '?')}), since {_when(c.get('since'))}"),
+            _line("", f"restarts: {c.get('restarts', 0)};"
+                      f" last exit: {'-' if last is None else last}")]
+
+
 def _rootless(doc: Mapping[str, Any]) -> list[str]:
     rootless = doc.get("rootless") or {}
     if not rootless.get("enabled"):
@@ -182,6 +194,7 @@ def _containers(doc: Mapping[str, Any]) -> list[str]:
 def render(document: Mapping[str, Any]) -> str:
     """The summary, one area per labelled line; never raises on a partial document."""
     lines: list[str] = []
-    for part in (_agent, _dockerd, _rootless, _tls, _policy, _data_root, _prepare, _containers):
+    for part in (_agent, _dockerd, _containerd, _rootless, _tls, _policy, _data_root, _prepare,
+                 _containers):
         lines.extend(part(document))
     return "\n".join(lines)
