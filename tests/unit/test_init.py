@@ -337,6 +337,45 @@ def test_without_a_pidfd_the_orphan_dockerd_is_stopped_before_a_new_agent(
     assert "dockerd_stopped_by_init" in result.stderr
 
 
+LAST_RESORT_BOTH = """
+become_subreaper()
+log = sys.argv[1]
+
+def stand_in(name):
+    # Records its TERM and, for "dockerd", whether "containerd" was still alive then.
+    return subprocess.Popen([sys.executable, "-c", "import os, signal, sys, time;"
+        f"signal.signal(signal.SIGTERM, lambda *a: (open({log!r}, 'a').write({name!r} + ' '),"
+        " sys.exit(0))); signal.pthread_sigmask(signal.SIG_SETMASK, []); time.sleep(60)"])
+
+def agent():
+    depositor = fdstore.Depositor.from_env(os.environ)
+    if int(os.environ[fdstore.RESTARTS_ENV]) == 0 and os.environ[fdstore.ROLE_ENV] == "run":
+        containerd, dockerd = stand_in("containerd"), stand_in("dockerd")
+        depositor.set(containerd_pid=containerd.pid, dockerd_pid=dockerd.pid, stop_timeout=5,
+                      restart_limit=0)
+        depositor.store("containerd", os.pidfd_open(containerd.pid))
+        depositor.store("dockerd", os.pidfd_open(dockerd.pid))
+        time.sleep(0.3)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+print(json.dumps(init.run(agent)))
+"""
+
+
+def test_init_stops_the_agents_containerd_after_dockerd_when_no_agent_can(
+    tmp_path: Path,
+) -> None:
+    """No agent left: PID 1 TERMs dockerd, waits for it, then TERMs the containerd the agent
+    ran (never the other way round: dockerd must not lose containerd while it stops)."""
+    log = tmp_path / "terms.txt"
+    result = run_script("import subprocess\n" + LAST_RESORT_BOTH, str(log))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == 1
+    assert log.read_text().split() == ["dockerd", "containerd"]
+    assert result.stderr.index("dockerd_stopped_by_init") < result.stderr.index(
+        "containerd_stopped_by_init")
+
+
 # run(): signal forwarding ------------------------------------------------------------
 
 FORWARDING = """
