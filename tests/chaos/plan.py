@@ -21,7 +21,7 @@ class Fault(enum.StrEnum):
     KILL_DOCKERD_STARTING = "kill_dockerd_starting"  # SIGKILL, then SIGKILL of the new one at once
     KILL_DOCKERD_ROTATING = "kill_dockerd_rotating"  # SIGKILL while a TLS rotation restarts it
     STOP_DOCKERD = "stop_dockerd"  # SIGSTOP: hung, found by liveness pings
-    KILL_CONTAINERD = "kill_containerd"  # SIGKILL of dockerd's containerd
+    KILL_CONTAINERD = "kill_containerd"  # SIGKILL of containerd (the agent's, by default)
     SIGNAL_BURST = "signal_burst"  # HUP/USR1/USR2 to PID 1, back to back
     FILL_DATA_ROOT = "fill_data_root"  # data root filled to ENOSPC, then freed
     CERTDIR_READONLY = "certdir_readonly"  # /certs remounted read-only; dockerd restarted meanwhile
@@ -51,9 +51,9 @@ SPECS: Mapping[Fault, FaultSpec] = {
     # counted with every other renewal of the server certificate.
     Fault.KILL_DOCKERD_ROTATING: FaultSpec(weight=3, span=0.0),
     Fault.STOP_DOCKERD: FaultSpec(weight=6, restarts={"unhealthy": 1}, budget=15.0, span=6.0),
-    # dockerd restarts its own containerd (its health check runs every few
-    # seconds); the agent must not restart dockerd for it. dockerd stays
-    # ready meanwhile, so a rotation restart may overlap it.
+    # The agent restarts containerd at once (dockerd's own health checks would
+    # take about 10 s); it must not restart dockerd for it. dockerd stays up
+    # meanwhile, so a rotation restart may overlap it.
     Fault.KILL_CONTAINERD: FaultSpec(weight=2, budget=40.0, span=2.0),
     Fault.SIGNAL_BURST: FaultSpec(weight=8, budget=5.0, span=2.0),
     Fault.FILL_DATA_ROOT: FaultSpec(weight=4, budget=5.0, span=5.0),
