@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -240,3 +241,52 @@ def test_the_stop_file_ends_the_sidecar_when_the_job_is_done(
          what="the dind container to stop after the stop file appeared")
     assert dind.inspect()["State"]["ExitCode"] == 0, dind.logs()[-3000:]
     assert dind.events_named("stop_file_found")
+
+
+KILL_CONTAINERD_AND_TIME_EXEC = """
+import os, signal, subprocess, sys, time
+pid = int(open("/var/run/docker/containerd/containerd.pid").read())
+killed = time.monotonic()
+os.kill(pid, signal.SIGKILL)
+deadline = killed + 60
+while subprocess.run(["docker", "exec", "keep", "true"], capture_output=True).returncode != 0:
+    if time.monotonic() > deadline:
+        sys.exit("docker exec did not come back within 60 s")
+    time.sleep(0.02)
+print(pid, round(time.monotonic() - killed, 3))
+"""
+
+
+def test_a_killed_containerd_is_restarted_by_the_agent_under_this_dockerd(
+    dinds: Pool, busybox_tar: Path, suite: Suite, record_property: Any
+) -> None:
+    """kill -9 of the agent's containerd under this suite's dockerd (--containerd): exec works
+    again within seconds, the nested container and dockerd live on, the exit is logged and
+    counted, and the final stop ends containerd after dockerd."""
+    dind = dinds(options=NO_TLS)
+    dind.wait_ready()
+    dind.load_busybox(busybox_tar)
+    dind.docker("run", "-d", "--name", "keep", "--network", "none", "busybox:test",
+                "sleep", "100000")
+    before = dind.docker("inspect", "-f", "{{.State.Pid}}", "keep").stdout.strip()
+    status = dind.status()
+    assert status["containerd"]["managed_by"] == "agent"
+    dockerd = status["dockerd"]["pid"]
+    timed = dind.exec("/opt/dind-supervisor/bin/python", "-c", KILL_CONTAINERD_AND_TIME_EXEC,
+                      timeout=90).stdout.split()
+    killed, seconds = int(timed[0]), float(timed[1])
+    record_property(f"containerd_exec_back_seconds_{suite.name}", seconds)
+    print(f"{suite.name}: docker exec back {seconds:.2f} s after kill -9 containerd")
+    assert seconds < 8, seconds
+    [exited] = dind.events_named("containerd_exited")
+    assert (exited["pid"], exited["signal"], exited["exit_code"]) == (killed, "SIGKILL", 137)
+    assert dind.metric("dind_containerd_restarts_total") == 1
+    poll(lambda: dind.http("/readyz")[0] == 200, timeout=10, interval=0.2, what="/readyz")
+    after = dind.status()
+    assert after["dockerd"]["pid"] == dockerd
+    assert after["containerd"]["pid"] not in (None, killed)
+    assert dind.docker("inspect", "-f", "{{.State.Pid}}", "keep").stdout.strip() == before
+    dind.outer.docker("stop", "-t", "30", dind.name, timeout=60)
+    order = [e["event"] for e in dind.events()
+             if e.get("event") in ("dockerd_exited", "containerd_exited")]
+    assert order[-2:] == ["dockerd_exited", "containerd_exited"]
