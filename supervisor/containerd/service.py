@@ -39,6 +39,7 @@ from supervisor.config import Config
 from supervisor.containerd import plan as cplan
 from supervisor.containerd import probe
 from supervisor.containerd.process import ContainerdProcess, Runner
+from supervisor.init import ROLE_STOP
 from supervisor.logs import get_logger
 from supervisor.metrics import Metrics, exit_code_value
 
@@ -65,6 +66,7 @@ class ContainerdService:
         find_pid: PidProvider = lambda: None,
         dockerd_pid: PidProvider = lambda: None,
         probe_path: Callable[[int | None], Path] | None = None,
+        may_spawn: bool = True,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._config = config
@@ -76,6 +78,7 @@ class ContainerdService:
         self._dockerd_pid = dockerd_pid
         self._probe_path = probe_path or (lambda _pid: setup.address)
         self._wall = wall_clock
+        self._may_spawn = may_spawn  # False for an agent that only stops what runs
         self._backoff = cplan.Backoff.from_config(config)
         self._log = get_logger(component="containerd")
         self._current: ContainerdProcess | None = None
@@ -168,6 +171,8 @@ class ContainerdService:
         process, streak = self._initial, 0
         try:
             while True:
+                if process is None and not self._may_spawn:
+                    return
                 if process is None:
                     process = await self._spawn(runner)
                     if process is None:
@@ -323,6 +328,7 @@ class ContainerdService:
 class Launch(Protocol):
     """What the launch stage left for this part (``launch.Launched``)."""
 
+    role: str
     containerd_setup: cplan.Setup | None
     containerd_runner: Runner | None
     containerd: ContainerdProcess | None
@@ -356,6 +362,7 @@ def for_agent(
     part = ContainerdService(
         config, metrics, setup, initial=launched.containerd, runner=launched.containerd_runner,
         find_pid=find_pid, dockerd_pid=dockerd_pid, probe_path=probe_path,
+        may_spawn=launched.role != ROLE_STOP,
     )
     metrics.register(ProcessFigures(lambda: part.pid, process="containerd",
                                     expect_comm="containerd"))

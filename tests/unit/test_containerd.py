@@ -398,3 +398,13 @@ async def test_part_counts_dockerds_own_restart_of_containerd(
     [exited] = [e for e in logs if e["event"] == "containerd_exited"]
     assert (exited["pid"], exited["exit_code"], exited["managed_by"]) == (first.pid, None,
                                                                           "dockerd")
+
+
+@pytest.mark.anyio
+async def test_a_stop_only_agent_starts_no_containerd(runner: Runner, setup: cplan.Setup) -> None:
+    """The agent PID 1 starts only to stop what runs: with no containerd left, none is started."""
+    part = service.ContainerdService(_config(), Metrics(), setup, runner=runner, may_spawn=False)
+    with anyio.fail_after(5):
+        await part.run()
+    assert (part.pid, part.restarts) == (None, 0)
+    assert not setup.address.exists()
