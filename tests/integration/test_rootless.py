@@ -200,3 +200,24 @@ def test_certificate_rotation_restarts_rootless_dockerd_and_leaves_no_container_
     state = box.docker("inspect", "-f", "{{.State.Status}}", container.stdout.strip())
     assert state.stdout.strip() == "exited"
     assert not set(shims) & set(box.host_pids("containerd-shim"))
+
+
+def test_rootless_containerd_is_dockerds_and_its_outage_is_seen(
+    sandboxes: Callable[..., Sandbox],
+) -> None:
+    """Rootless: containerd stays dockerd's (inside rootlesskit's namespaces); the agent finds it
+    below dockerd, probes its socket through /proc/PID/root, sees its kill -9 (/readyz 503,
+    one event) and counts dockerd's replacement."""
+    box = rootless_box(sandboxes)
+    box.wait_ready(timeout=60)
+    status = box.status()["containerd"]
+    assert status["managed_by"] == "dockerd"
+    poll(lambda: box.metric("dind_containerd_up") == 1, timeout=10, what="containerd answers")
+    [containerd] = box.host_pids("containerd")
+    os.kill(containerd, signal.SIGKILL)
+    poll(lambda: box.http("/readyz")[0] == 503, timeout=5, interval=0.02, what="/readyz 503")
+    poll(lambda: box.http("/readyz")[0] == 200, timeout=60, interval=0.2, what="/readyz 200")
+    [exited] = box.events_named("containerd_exited")
+    assert exited["managed_by"] == "dockerd"
+    assert box.metric("dind_containerd_restarts_total") == 1
+    assert box.host_pids("containerd") not in ([], [containerd])
