@@ -174,7 +174,8 @@ class Rotation:
 
 
 class _PingRecorder(threading.Thread):
-    """Pings every few ms, bounded by ``limit`` seconds; keeps (time, answered)."""
+    """Pings every few ms, bounded by ``limit`` seconds; keeps (time answered or given up,
+    answered)."""
 
     def __init__(self, sock: Path, limit: float) -> None:
         super().__init__(daemon=True)
@@ -186,19 +187,20 @@ class _PingRecorder(threading.Thread):
     def run(self) -> None:
         deadline = time.monotonic() + self.limit
         while not self.stop.is_set() and time.monotonic() < deadline:
-            self.samples.append((time.monotonic(), ping(self.sock, timeout=0.5)))
+            answered = ping(self.sock, timeout=0.5)
+            self.samples.append((time.monotonic(), answered))
             self.stop.wait(0.01)
 
     def longest_gap(self) -> float:
-        """Longest time from the last answer before a failure to the next answer."""
-        longest, last_ok, failing = 0.0, None, False
+        """Longest time between two answers: a restart shows up whether the pings in between
+        failed or (socket activation: queued in the held socket's backlog) were answered
+        late."""
+        longest, last_ok = 0.0, None
         for at, ok in self.samples:
             if ok:
-                if failing and last_ok is not None:
+                if last_ok is not None:
                     longest = max(longest, at - last_ok)
-                last_ok, failing = at, False
-            else:
-                failing = True
+                last_ok = at
         return longest
 
 
