@@ -81,7 +81,6 @@ class ContainerdService:
         self._may_spawn = may_spawn  # False for an agent that only stops what runs
         self._backoff = cplan.Backoff.from_config(config)
         self._log = get_logger(component="containerd")
-        self._current: ContainerdProcess | None = None
         self._stopping = False
         self.pid: int | None = None
         self.up: bool | None = None  # None: not probed yet
@@ -112,7 +111,7 @@ class ContainerdService:
             "last_signal": self.last_signal,
         }
 
-    def _set_up(self, up: bool, **fields: Any) -> None:
+    def _set_up(self, up: bool, *, announce: bool = True, **fields: Any) -> None:
         if up is self.up:
             return
         was = self.up
@@ -127,7 +126,7 @@ class ContainerdService:
                                managed_by=self.setup.managed_by.value, **fields)
         else:
             self.down_since = now
-            if "exited" not in fields:
+            if announce:  # an exit has its own event
                 self._log.warning(
                     "containerd_not_answering", pid=self.pid, address=str(self.setup.address),
                     managed_by=self.setup.managed_by.value,
@@ -163,7 +162,7 @@ class ContainerdService:
             managed_by=self.setup.managed_by.value, **fields,
         )
         self.pid = None
-        self._set_up(False, exited=True)
+        self._set_up(False, announce=False)
 
     # Agent-managed --------------------------------------------------------------------
 
@@ -179,7 +178,7 @@ class ContainerdService:
                         delay, streak = self._backoff.after(ran_for=0.0, streak=streak)
                         await anyio.sleep(delay)
                         continue
-                self._current, self.pid = process, process.pid
+                self.pid = process.pid
                 began = anyio.current_time() - max(0.0, self._wall() - process.started_at)
                 returncode = await self._run_one(process)
                 ran_for = anyio.current_time() - began
@@ -189,7 +188,6 @@ class ContainerdService:
                     last_error=process.last_error_line,
                     restart_in_seconds=None if self._stopping else delay,
                 )
-                self._current = None
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(runner.release, process)
                 process = None
