@@ -152,9 +152,11 @@ def test_local_links_resolve(document: str) -> None:
 def test_architecture_names_the_stored_descriptors() -> None:
     """The fd-store names in docs/architecture.md are the ones the agent deposits under."""
     from supervisor import launch
+    from supervisor.containerd import process as containerd
     from supervisor.dockerd import spawner
 
     text = (DOCS / "architecture.md").read_text()
     for name in (spawner.PIDFD_NAME, spawner.OUTPUT_NAME, spawner.NOTIFY_NAME,
-                 launch.LISTENER_NAME, launch.LOCK_NAME):
+                 launch.LISTENER_NAME, launch.LOCK_NAME, containerd.PIDFD_NAME,
+                 containerd.OUTPUT_NAME):
         assert f"(`{name}`)" in text, f"docs/architecture.md: descriptor {name!r} not named"
