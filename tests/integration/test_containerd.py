@@ -136,3 +136,36 @@ def test_containerd_run_by_dockerd_is_watched_and_its_outage_seen(
     assert box.metric("dind_containerd_restarts_total") == 1
     assert box.dockerd_pid() == dockerd
     assert box.docker("inspect", "-f", "{{.Id}} {{.State.Pid}}", "keep").stdout.strip() == container
+
+
+def _limits(pid: int) -> tuple[str, str]:
+    nofile = next(line for line in Path(f"/proc/{pid}/limits").read_text().splitlines()
+                  if line.startswith("Max open files"))
+    return " ".join(nofile.split()), Path(f"/proc/{pid}/oom_score_adj").read_text().strip()
+
+
+def test_the_agents_containerd_gets_dockerds_policy_and_the_data_root_works_both_ways(
+    sandboxes: Callable[..., Sandbox], busybox_tar: Path, tmp_path: Path
+) -> None:
+    """containerd has dockerd's rlimits and oom_score_adj; a data root used with the agent's
+    containerd works with dockerd's own and back again (same paths), container included."""
+    data_root = tmp_path / "shared-data-root"
+    first = sandboxes(data_root=data_root)
+    first.wait_ready()
+    dockerd, containerd = first.dockerd_pid(), _containerd(first)
+    assert dockerd is not None
+    assert _limits(containerd) == _limits(dockerd)
+    import_busybox(first, busybox_tar)
+    first.docker("run", "-d", "--name", "keep", "--network", "none", "busybox:test",
+                 "sleep", "100000")
+    first.signal(signal.SIGTERM)
+    assert first.wait(timeout=60) == 0
+    for args in (["--no-dockerd-manage-containerd"], []):
+        box = sandboxes(data_root=data_root, agent_args=args)
+        box.wait_ready()
+        managed_by = box.status()["containerd"]["managed_by"]
+        assert managed_by == ("dockerd" if args else "agent")
+        box.docker("start", "keep")
+        assert _exec_works(box), f"exec after start with containerd run by {managed_by}"
+        box.signal(signal.SIGTERM)
+        assert box.wait(timeout=60) == 0
