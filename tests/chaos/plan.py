@@ -54,7 +54,7 @@ SPECS: Mapping[Fault, FaultSpec] = {
     # The agent restarts containerd at once (dockerd's own health checks would
     # take about 10 s); it must not restart dockerd for it. dockerd stays up
     # meanwhile, so a rotation restart may overlap it.
-    Fault.KILL_CONTAINERD: FaultSpec(weight=2, budget=40.0, span=2.0),
+    Fault.KILL_CONTAINERD: FaultSpec(weight=2, span=2.0),
     Fault.SIGNAL_BURST: FaultSpec(weight=8, budget=5.0, span=2.0),
     Fault.FILL_DATA_ROOT: FaultSpec(weight=4, budget=5.0, span=5.0),
     Fault.CERTDIR_READONLY: FaultSpec(weight=4, restarts={"exit": 1}, span=8.0),
