@@ -75,10 +75,11 @@ def parse_dockerd_line(line: str) -> DockerdLine:
     return DockerdLine(level="info", message=text)
 
 
-def emit_dockerd_line(logger: Any, parsed: DockerdLine) -> None:
-    """Re-emit a dockerd line; its own fields travel along, prefixed to avoid clashes."""
-    context = {f"dockerd_{key.replace('.', '_')}": value for key, value in parsed.fields.items()}
-    getattr(logger, parsed.level)(parsed.message, source="dockerd", **context)
+def emit_dockerd_line(logger: Any, parsed: DockerdLine, source: str = "dockerd") -> None:
+    """Re-emit a dockerd line (or containerd's: ``source``); its own fields travel along,
+    prefixed to avoid clashes."""
+    context = {f"{source}_{key.replace('.', '_')}": value for key, value in parsed.fields.items()}
+    getattr(logger, parsed.level)(parsed.message, source=source, **context)
 
 
 def _keep_given_timestamp(stamper: Any) -> Any:

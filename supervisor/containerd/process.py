@@ -34,7 +34,6 @@ from supervisor.containerd.probe import wait_answering
 from supervisor.dockerd.process import DockerdProcess, spawn
 from supervisor.dockerd_flags import config_file_of
 from supervisor.fdstore import Depositor, pidfd_pid
-from supervisor.logs import parse_dockerd_line
 
 if TYPE_CHECKING:
     from supervisor.policy.plan import Plan
@@ -45,17 +44,10 @@ PID_KEY = "containerd_pid"  # told to PID 1 (SET), like dockerd_pid
 
 
 class ContainerdProcess(DockerdProcess):
-    """One containerd process: dockerd's process handling, its lines logged as containerd's."""
+    """One containerd process: dockerd's process handling, its lines logged as containerd's
+    (containerd writes logrus lines too)."""
 
-    def _handle(self, raw: bytes) -> None:
-        parsed = parse_dockerd_line(raw.decode("utf-8", "replace"))
-        if not parsed.message and not parsed.fields:
-            return
-        if parsed.looks_like_error:
-            self.last_error_line = parsed.message
-        context = {f"containerd_{key.replace('.', '_')}": value
-                   for key, value in parsed.fields.items()}
-        getattr(self._log, parsed.level)(parsed.message, source="containerd", **context)
+    source = "containerd"
 
     def exited(self) -> bool:
         """Without waiting: has it exited (its pidfd is readable)?"""

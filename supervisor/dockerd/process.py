@@ -158,6 +158,8 @@ def _unblock_signals() -> None:
 class DockerdProcess:
     """A running dockerd, spawned by this agent or adopted; ``relay_output`` must run."""
 
+    source = "dockerd"  # how its lines are labelled in the agent's log
+
     def __init__(
         self,
         *,
@@ -248,7 +250,7 @@ class DockerdProcess:
             return
         if parsed.looks_like_error:
             self.last_error_line = parsed.message
-        emit_dockerd_line(self._log, parsed)
+        emit_dockerd_line(self._log, parsed, self.source)
         for observer in self._observers:
             observer(parsed)
 
