@@ -101,8 +101,7 @@ class Agent:
 
         return TlsService(
             self.config, self.metrics, sans=launched.sans, report=launched.certs,
-            manifest=launched.manifest,
-            quiet=clients_probe(launched.spawner.served_tcp_ports),
+            manifest=launched.manifest, quiet=clients_probe(launched.spawner.served_tcp_ports),
             request_restart=lambda: self.daemon.request_restart(lc.RestartReason.TLS_ROTATION),
         )
 
