@@ -45,6 +45,7 @@ CONTRACT_GAUGES = frozenset({
     "dind_dockerd_start_time_seconds",
     "dind_dockerd_process_resident_memory_bytes",
     "dind_dockerd_process_open_fds",
+    "dind_containerd_up",
     "dind_tls_cert_not_after_timestamp_seconds",
     "dind_tls_cert_not_before_timestamp_seconds",
     "dind_rlimit",
@@ -412,11 +413,12 @@ def test_each_alert_is_shown_to_fire_and_not_to_fire() -> None:
 
 
 def test_the_alerts_the_issue_asks_for_exist() -> None:
-    """Target down/absent, dockerd down, restart loop, pings, certs, rotation, disk, policy, OOM."""
+    """Targets, dockerd/containerd down, restart loop, pings, certs, rotation, disk, policy, OOM."""
     names = {a["alert"] for a in _alerts()}
     assert names >= {
         "DindSupervisorTargetDown", "DindSupervisorTargetAbsent", "DindDockerdDown",
-        "DindDockerdRestartLoop", "DindDockerdPingSlow", "DindDockerdPingFailing",
+        "DindContainerdDown", "DindDockerdRestartLoop", "DindDockerdPingSlow",
+        "DindDockerdPingFailing",
         "DindTLSCertificateExpiring", "DindTLSRotationFailing", "DindDataRootAlmostFull",
         "DindDataRootFillingUp", "DindDataRootNotPersistent", "DindRlimitErrors",
         "DindContainerOOMKilled",
