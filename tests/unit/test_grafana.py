@@ -61,6 +61,7 @@ CONTRACT_COUNTERS = frozenset({
     "dind_dockerd_restarts_total",
     "dind_dockerd_ping_failures_total",
     "dind_dockerd_process_cpu_seconds_total",
+    "dind_containerd_restarts_total",
     "dind_tls_rotations_total",
     "dind_tls_rotation_failures_total",
     "dind_policy_errors_total",
@@ -326,12 +327,13 @@ def test_dashboard_panels_are_grouped_in_rows_and_fit_the_grid() -> None:
 
 
 def test_dashboard_covers_every_topic_of_the_issue() -> None:
-    """The dashboard covers state, restarts, readiness, pings, certs, policy, disk, containers."""
+    """The dashboard covers state, containerd, restarts, pings, certs, policy, disk, containers."""
     used: set[str] = set()
     for expr in _dashboard_exprs():
         used |= promql_metric_names(expr)
     wanted = {
         "dind_dockerd_up", "dind_dockerd_state", "dind_dockerd_restarts_total",
+        "dind_containerd_up", "dind_containerd_restarts_total",
         "dind_dockerd_ready_duration_seconds_bucket", "dind_dockerd_ping_duration_seconds_bucket",
         "dind_dockerd_ping_failures_total", "dind_tls_cert_not_after_timestamp_seconds",
         "dind_tls_rotations_total", "dind_tls_rotation_failures_total", "dind_rlimit",
