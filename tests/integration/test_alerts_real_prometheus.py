@@ -257,6 +257,9 @@ def prometheus(box: Sandbox, *, twins: Sequence[dict[str, Any]] = ()) -> Iterato
     prom = Prometheus(box, folder, process)
     try:
         prom.wait_ready(rules)
+        # What Prometheus runs: FOR where the shipped rule has a for:, none elsewhere.
+        wanted = [FOR_SECONDS if "for" in r else 0 for g in rules["groups"] for r in g["rules"]]
+        assert sorted(r["duration"] for r in prom.rules()) == sorted(wanted)
         yield prom
     finally:
         prom.stop()
