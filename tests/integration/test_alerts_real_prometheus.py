@@ -22,6 +22,12 @@ the restarts, longer than a test may take. The test loads it unchanged (it
 must fire, and must still fire at the end) and beside it a twin labelled
 window="30s" whose expression differs only in that range, which shows the
 resolution after recovery.
+
+DindContainerdDown needs containerd silent for longer than its for:, and the
+agent restarts a killed containerd within a tenth of a second. The test stops
+it instead (SIGSTOP: alive, not answering) with the agent's liveness.failures
+set out of reach, so that the agent reports it down (two missed probes, /readyz
+503) without replacing it, and continues it (SIGCONT) to end the outage.
 """
 
 from __future__ import annotations
@@ -58,6 +64,9 @@ FOR_SECONDS = 3.0
 INTERVAL_SECONDS = 1.0  # scrape and evaluation interval
 RESTART_LOOP_WINDOW = "30s"  # the twin's range instead of the shipped 15m
 CERT_LIFETIME = 40  # seconds: the server certificate's lifetime in the expiry scenario
+# The containerd scenario's --liveness-failures: the agent replaces a containerd that
+# misses this many probes in a row (about 2 s each while it is stopped): never, here.
+CONTAINERD_LIVENESS_FAILURES = 100_000
 RFC3339 = re.compile(r"^(.*T\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
 
 
@@ -496,53 +505,77 @@ def test_server_certificate_near_expiry_fires_and_resolves_after_renewal(
         timeline.publish(record_property, "certificate_expiry")
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="dind_containerd_up is not on main yet (the lead is adding it with"
-    " dind_containerd_restarts_total): without it DindContainerdDown cannot go pending",
-)
-def test_killed_containerd_fires_containerd_down_and_it_resolves_when_back(
+def test_stopped_containerd_fires_containerd_down_and_it_resolves_when_continued(
     sandboxes: Callable[..., Sandbox],
     record_property: Callable[[str, object], None],
 ) -> None:
-    """kill -9 containerd: DindContainerdDown goes pending, fires, and resolves once it is back."""
-    box = sandboxes(env=TLS_ENV)
+    """SIGSTOP containerd: DindContainerdDown goes pending and fires; SIGCONT resolves it.
+
+    A kill -9 would not do: the agent restarts a dead containerd within a tenth of a
+    second, far shorter than any for:. A stopped containerd stays alive and silent: the
+    agent reports it down after two missed probes and, with ``liveness.failures`` out of
+    reach, never replaces it, so the outage lasts exactly until SIGCONT.
+    """
+    box = sandboxes(
+        env=TLS_ENV, agent_args=["--liveness-failures", str(CONTAINERD_LIVENESS_FAILURES)]
+    )
     box.wait_ready(timeout=60)
+    assert box.status()["containerd"]["managed_by"] == "agent"
+    containerd = poll(lambda: box.host_pids("containerd"), timeout=10, what="containerd")
+    assert len(containerd) == 1, containerd
+    pid = containerd[0]
+    restarts = agent_counter(box, "dind_containerd_restarts_total")
     with prometheus(box) as prom:
         down = Watch("DindContainerdDown", {"job": JOB, "instance": AGENT})
-        timeline = Timeline(prom, down)
+        dockerd_down = Watch("DindDockerdDown", {"instance": AGENT})
+        timeline = Timeline(prom, down, dockerd_down)
         up = f'dind_containerd_up{{instance="{AGENT}"}}'
+        dockerd_up = f'dind_dockerd_up{{instance="{AGENT}"}}'
         try:  # prometheus has scraped the agent already (wait_ready)
             poll(lambda: prom.value(up) == 1, timeout=3, interval=0.2, what=f"{up} == 1")
         except TimeoutError:
             pytest.fail(f"prometheus reads {up} = {prom.value(up)} from the agent, not 1")
-        killed: list[int] = []
 
-        def kill() -> None:
-            pids = poll(lambda: box.host_pids("containerd"), timeout=10, what="containerd")
-            os.kill(pids[0], signal.SIGKILL)
-            killed.append(pids[0])
-            timeline.note(f"kill -9 containerd #{len(killed)}")
-
-        def kill_again_if_back() -> None:
-            # dockerd 20.10 brings a killed containerd back after about 10 s: should that
-            # beat the alert, the outage goes on with another kill (a crash loop).
-            if "firing" in down.seen or prom.value(up) != 1:
-                return
-            if any(pid not in killed for pid in box.host_pids("containerd")):
-                assert len(killed) < 4, f"not firing after {len(killed)} kills\n{timeline.report()}"
-                kill()
-
-        kill()
-        timeline.wait(down, "pending", timeout=30, between=kill_again_if_back)
-        timeline.wait(down, "firing", timeout=30, between=kill_again_if_back)
-        assert down.seen["pending"] <= down.seen["firing"]
-        # dockerd itself stayed ready: the alert names containerd, DindDockerdDown stays quiet.
-        assert box.http("/readyz")[0] == 200
-        timeline.note("no more kills")
-        timeline.wait(down, "resolved", timeout=60)
+        os.kill(pid, signal.SIGSTOP)
+        stopped = timeline.now()
+        timeline.note("kill -STOP containerd")
+        try:
+            # Two missed probes (each waits a second for an answer): down in the agent.
+            poll(
+                lambda: box.metric("dind_containerd_up") == 0,
+                timeout=10, interval=0.2, what="dind_containerd_up 0 in the agent",
+            )  # fmt: skip
+            readyz = box.http("/readyz")[0]
+            timeline.note(f"agent: dind_containerd_up 0, /readyz {readyz}")
+            # Containers cannot be started or exec'd: not ready, by design.
+            assert readyz == 503
+            timeline.wait(down, "pending", timeout=10)
+            timeline.wait(down, "firing", timeout=FOR_SECONDS + 10)
+            assert down.seen["pending"] <= down.seen["firing"]
+            assert down.alert["labels"]["severity"] == "critical"
+            assert down.alert["annotations"]["summary"].startswith(f"containerd on {AGENT} ")
+            # dockerd stays ready throughout: the alert names containerd, DindDockerdDown
+            # stays quiet (the rule's "and on (job, instance) dind_dockerd_up == 1").
+            assert prom.value(dockerd_up) == 1
+            assert box.http("/readyz")[0] == 503
+            assert box.host_pids("containerd") == [pid]  # stopped, not replaced
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        continued = timeline.now()
+        timeline.note("kill -CONT containerd")
+        timeline.wait(down, "resolved", timeout=20)
+        poll(lambda: box.http("/readyz")[0] == 200, timeout=10, interval=0.2, what="/readyz 200")
+        timeline.note("agent: /readyz 200")
         assert prom.value(up) == 1
         assert prom.rule(down.name, {})["state"] == "inactive"
-        restarts = prom.value(f'sum(dind_containerd_restarts_total{{instance="{AGENT}"}})')
-        timeline.note(f"containerd back; dind_containerd_restarts_total: {restarts}")
+        assert not dockerd_down.seen, timeline.report()
+        # The same containerd answers again: the agent neither counted nor replaced one.
+        assert box.host_pids("containerd") == [pid]
+        assert agent_counter(box, "dind_containerd_restarts_total") == restarts
+        seen = down.seen
+        timeline.note(
+            f"DindContainerdDown: pending {seen['pending'] - stopped:.2f} s and firing"
+            f" {seen['firing'] - stopped:.2f} s after the STOP, resolved"
+            f" {seen['resolved'] - continued:.2f} s after the CONT"
+        )
         timeline.publish(record_property, "containerd_down")
