@@ -88,7 +88,7 @@ class Agent:
             deviations=launched.deviations, under_init=launched.under_init,
             dockerd_pid=dockerd_own_pid,
         )
-        launched.spawner.observers.append(self.policy.observe_line)
+        launched.spawner.observers += [self.policy.observe_line, self.daemon.observe_line]
         self.signals = SignalReceiver(self._on_signal)
         self.http = self._http_endpoint()
         metrics.register(ProcessFigures(dockerd_own_pid, expect_comm="dockerd"))

@@ -145,6 +145,22 @@ class DockerdGaveUp(SupervisorError):
         )
 
 
+class DockerdRefusedConfiguration(SupervisorError):
+    """dockerd exited at its start naming its flags or daemon.json: no restart can help."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, *, line: str, cause: str | None, remedy: str | None) -> None:
+        self.line = line
+        self.cause = cause
+        detail = f" ({cause})" if cause else ""
+        super().__init__(
+            f'dockerd refused its configuration and exited: "{line}"{detail}; not restarting'
+            " it, since a restart reads the same configuration",
+            remedy=remedy or "correct dockerd's arguments (after --) or its daemon.json",
+        )
+
+
 class RootlessPrerequisiteError(SupervisorError):
     """Rootless mode cannot start: one of its prerequisites (rootlesskit, subuid entries,
     user namespaces, writable folders) is missing."""

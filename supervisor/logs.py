@@ -75,11 +75,18 @@ def parse_dockerd_line(line: str) -> DockerdLine:
     return DockerdLine(level="info", message=text)
 
 
-def emit_dockerd_line(logger: Any, parsed: DockerdLine, source: str = "dockerd") -> None:
+def emit_dockerd_line(
+    logger: Any, parsed: DockerdLine, source: str = "dockerd", *, level: str | None = None,
+    **extra: Any,
+) -> None:
     """Re-emit a dockerd line (or containerd's: ``source``); its own fields travel along,
-    prefixed to avoid clashes."""
+    prefixed to avoid clashes.
+
+    ``level`` overrides the line's own (a known failure printed as a plain line);
+    ``extra``: what the agent knows of the line (its cause and remedy).
+    """
     context = {f"{source}_{key.replace('.', '_')}": value for key, value in parsed.fields.items()}
-    getattr(logger, parsed.level)(parsed.message, source=source, **context)
+    getattr(logger, level or parsed.level)(parsed.message, source=source, **context, **extra)
 
 
 def _keep_given_timestamp(stamper: Any) -> Any:

@@ -113,6 +113,11 @@ TLS_ROTATION_WAIT = _f("dind_tls_rotation_wait_seconds", "histogram",
 TLS_ROTATION_CUT = _f("dind_tls_rotation_cut_connections_total", "counter",
                       "Client TCP connections that had carried data within the idle threshold"
                       " when a rotation restarted dockerd.")
+TLS_CLIENT_HANDSHAKE_FAILURES = _f(
+    "dind_tls_client_handshake_failures_total", "counter",
+    "TLS handshakes with dockerd that a client failed (port probes, wrong CA, no"
+    " certificate), by reason; the client's problem, not dockerd's.", "reason",
+)
 POLICY_ERRORS = _f("dind_policy_errors_total", "counter",
                    "Parts of the resource policy the kernel refused, by kind and resource.",
                    "kind", "resource")
@@ -177,7 +182,7 @@ CATALOGUE: tuple[Family, ...] = (
     CONTAINERD_UP, CONTAINERD_RESTARTS,
     *(f for p in SUPERVISED_PROCESSES for f in process_families(p)),
     TLS_NOT_AFTER, TLS_NOT_BEFORE, TLS_ROTATIONS, TLS_ROTATION_FAILURES, TLS_ROTATION_PENDING,
-    TLS_ROTATION_WAIT, TLS_ROTATION_CUT,
+    TLS_ROTATION_WAIT, TLS_ROTATION_CUT, TLS_CLIENT_HANDSHAKE_FAILURES,
     RLIMIT, OOM_SCORE_ADJ, POLICY_ERRORS, RLIMIT_ERRORS,
     DATA_ROOT_SIZE, DATA_ROOT_FREE, DATA_ROOT_INODES, DATA_ROOT_FREE_INODES, DATA_ROOT_INFO,
     UNCLEAN_SHUTDOWNS, GC_RUNS, GC_RECLAIMED,
@@ -239,6 +244,7 @@ class Metrics:
         self.tls_rotation_pending = gauge(TLS_ROTATION_PENDING)
         self.tls_rotation_wait = histogram(TLS_ROTATION_WAIT, _WAIT_BUCKETS)
         self.tls_rotation_cut = counter(TLS_ROTATION_CUT)
+        self.tls_client_handshake_failures = counter(TLS_CLIENT_HANDSHAKE_FAILURES)
 
         self.policy_errors = counter(POLICY_ERRORS)
         self.rlimit_errors = counter(RLIMIT_ERRORS)
@@ -266,6 +272,11 @@ class Metrics:
     def declare_restart_reasons(self, reasons: Iterable[str]) -> None:
         for reason in reasons:
             self.dockerd_restarts.labels(reason=reason)
+
+    def declare_handshake_reasons(self, reasons: Iterable[str]) -> None:
+        """Reasons a client's TLS handshake fails, each a series from the start."""
+        for reason in reasons:
+            self.tls_client_handshake_failures.labels(reason=reason)
 
     def set_state(self, state: str, *, ready: bool) -> None:
         for each in self._states:

@@ -71,8 +71,17 @@ def _dockerd(doc: Mapping[str, Any]) -> list[str]:
         _line("", f"restarts: {_counts(d.get('restarts'))};"
                   f" last exit code: {'-' if exit_code is None else exit_code}"),
     ]
+    failure = d.get("last_failure") or {}
     if d.get("last_error"):
-        lines.append(_line("", f"last error: {d['last_error']}"))
+        quoted = str(d["last_error"]).replace("\n", " ")
+        lines.append(_line("", f"last error: {quoted}"))
+        if failure.get("cause"):
+            lines.append(_line("", f"  cause: {failure['cause']}"))
+        if failure.get("remedy"):
+            lines.append(_line("", f"  remedy: {failure['remedy']}"))
+    if d.get("client_handshake_failures"):
+        lines.append(_line("", "client TLS handshakes failed (the clients' problem): "
+                               f"{_counts(d['client_handshake_failures'])}"))
     return lines
 
 

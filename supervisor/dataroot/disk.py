@@ -1,8 +1,10 @@
 """Disk figures of the data root and disk-pressure garbage collection.
 
 Owns: reading statvfs into ``DiskFigures`` (cheap enough for every scrape: one
-syscall, no Docker API), the pure GC trigger, and the GC executor that calls
-a small ``PruneApi``. Does not own the Docker client (the agent implements
+syscall, no Docker API), the judgement of a full or nearly full filesystem
+(``low_space``, refused before dockerd starts; ``full_figures``, to name a
+full disk in an explanation), the pure GC trigger, and the GC executor that
+calls a small ``PruneApi``. Does not own the Docker client (the agent implements
 ``PruneApi`` with aiodocker), the schedule, or metric objects.
 
 GC follows kubelet's image GC: "used" is capacity minus what an unprivileged
@@ -61,6 +63,60 @@ def figures_from_statvfs(st: os.statvfs_result) -> DiskFigures:
 def disk_figures(data_root: Path) -> DiskFigures:
     """statvfs of the data root; raises OSError when it cannot be read (let the scrape say so)."""
     return figures_from_statvfs(os.statvfs(data_root))
+
+
+def existing_ancestor(path: Path) -> Path:
+    """``path`` or its nearest existing parent: the filesystem a new data root will be on."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path("/")
+
+
+def format_bytes(value: float) -> str:
+    """1.5 GiB, 300.0 MiB, 12 B: what df -h would round to, in binary units."""
+    amount = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(amount) < 1024 or unit == "TiB":
+            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def low_space(figures: DiskFigures, *, min_free: int, min_free_inodes: int) -> str | None:
+    """Why the filesystem has too little room to start dockerd on, or None.
+
+    Inodes count only where the filesystem has a fixed table (not btrfs).
+    """
+    short = []
+    if figures.size_bytes and figures.free_bytes < min_free:
+        short.append(
+            f"{format_bytes(figures.free_bytes)} free of {format_bytes(figures.size_bytes)}"
+            f" ({figures.used_fraction:.1%} used), below the {format_bytes(min_free)} needed"
+        )
+    if figures.inodes and figures.free_inodes < min_free_inodes:
+        short.append(
+            f"{figures.free_inodes} free inodes of {figures.inodes}, below the"
+            f" {min_free_inodes} needed"
+        )
+    return "; ".join(short) or None
+
+
+# Below these, writes fail with ENOSPC: whatever failed there, the full disk explains it.
+FULL_FREE_BYTES = 16 * 1024 * 1024
+FULL_FREE_INODES = 64
+
+
+def full_figures(figures: DiskFigures, path: Path) -> str | None:
+    """A sentence naming a full filesystem (path and figures), or None when it has room."""
+    bytes_full = figures.size_bytes and figures.free_bytes < FULL_FREE_BYTES
+    inodes_full = figures.inodes and figures.free_inodes < FULL_FREE_INODES
+    if not (bytes_full or inodes_full):
+        return None
+    return (
+        f"{path}: {format_bytes(figures.free_bytes)} and {figures.free_inodes} inodes free of"
+        f" {format_bytes(figures.size_bytes)} and {figures.inodes}"
+    )
 
 
 def check_thresholds(high: float, low: float) -> str | None:

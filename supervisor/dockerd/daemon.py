@@ -9,6 +9,13 @@ enters as ``Adopted``. Each dockerd process lives in its own cancel scope
 together with its output relay, its notify listener, and its readiness and
 liveness tasks, so nothing of an old process outlives it.
 
+Each exit dockerd was not asked for is explained (``diagnosis.py``): the
+line that caused it, with cause and remedy from the failure table, goes to
+``dockerd_failed``, /status and the give-up message; a line that names
+dockerd's own configuration ends the agent at once with exit 2. A client's
+failed TLS handshake is never taken for dockerd's error: it is counted per
+reason (``observe_line``).
+
 Signals for dockerd (HUP reloads daemon.json, USR1 dumps stacks) are
 delivered only while it is RUNNING: before it installed its handlers a HUP
 would kill it. One that arrives earlier is held and delivered once it runs.
@@ -17,6 +24,7 @@ would kill it. One that arrives earlier is held and delivered once it runs.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import math
 import signal
@@ -28,11 +36,14 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from supervisor.config import Config
+from supervisor.dataroot.disk import DiskFigures, disk_figures, full_figures
+from supervisor.dockerd import failures
 from supervisor.dockerd import lifecycle as lc
+from supervisor.dockerd.diagnosis import Failure
 from supervisor.dockerd.health import Ping, wait_ready, watch_liveness
 from supervisor.dockerd.spawner import Incarnation
-from supervisor.errors import DockerdGaveUp
-from supervisor.logs import get_logger
+from supervisor.errors import DockerdGaveUp, DockerdRefusedConfiguration
+from supervisor.logs import DockerdLine, get_logger
 from supervisor.metrics import Metrics, exit_code_value
 
 Hook = Callable[[], Awaitable[None]]
@@ -63,6 +74,7 @@ class Daemon:
         ping: Ping,
         ready_check: Ping | None = None,
         before_spawn: Sequence[Hook] = (),
+        disk: Callable[[], DiskFigures] | None = None,
         clock: Callable[[], float] = anyio.current_time,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -73,6 +85,7 @@ class Daemon:
         # Readiness may ask more than liveness (e.g. a TLS handshake on the TCP socket).
         self._ready_check = ready_check or ping
         self._before_spawn = list(before_spawn)
+        self._disk = disk or (lambda: disk_figures(config.dockerd.data_root))
         self._clock = clock
         self._wall = wall_clock
         self._log = get_logger(component="dockerd")
@@ -87,9 +100,13 @@ class Daemon:
         self.since = wall_clock()
         self.restarts: dict[str, int] = {}
         self.last_exit_code: int | None = None
-        self.last_error_line: str | None = None
+        # Why the last dockerd that ended without being asked to did (None: it said nothing).
+        self.last_failure: Failure | None = None
+        self._failure_at_exit: Failure | None = None
+        self.client_handshake_failures: dict[str, int] = {}
         metrics.declare_states(state.value for state in lc.State)
         metrics.declare_restart_reasons(reason.value for reason in lc.RestartReason)
+        metrics.declare_handshake_reasons(failures.HANDSHAKE_REASONS)
 
     # Views for /status and the other components -------------------------
 
@@ -106,6 +123,10 @@ class Daemon:
     def pid(self) -> int | None:
         return self._current.process.pid if self._current is not None else None
 
+    @property
+    def last_error_line(self) -> str | None:
+        return self.last_failure.line if self.last_failure else None
+
     def status(self) -> dict[str, Any]:
         return {
             "state": self.state.value,
@@ -117,6 +138,8 @@ class Daemon:
             "failed_starts_in_window": len(self._machine.failures),
             "last_exit_code": self.last_exit_code,
             "last_error": self.last_error_line,
+            "last_failure": self.last_failure.as_status() if self.last_failure else None,
+            "client_handshake_failures": dict(self.client_handshake_failures),
             "held_signals": [signal.Signals(s).name for s in self._held_signals],
         }
 
@@ -191,15 +214,32 @@ class Daemon:
                     step = await self._step(tg, event)
                 finish: lc.Finish = step
                 tg.cancel_scope.cancel()
+        failure = self.last_failure
+        if finish.permanent and failure is not None:
+            raise DockerdRefusedConfiguration(
+                line=failure.line, cause=failure.cause, remedy=failure.remedy
+            )
         if finish.gave_up:
             raise DockerdGaveUp(
                 failures=len(self._machine.crashes if finish.crashes else self._machine.failures),
                 window=(self._machine.timing.crash_window if finish.crashes
                         else self._machine.timing.failure_window),
-                last_error=self.last_error_line,
+                last_error=failure.sentence() if failure else None,
                 crashes=finish.crashes,
+                remedy=failure.remedy if failure else None,
             )
         return finish.exit_code
+
+    def observe_line(self, line: DockerdLine) -> None:
+        """dockerd output observer: a client's failed TLS handshake, counted by reason."""
+        if "TLS handshake error" not in line.message:
+            return
+        found = failures.client_handshake(line.message)
+        if found is None:
+            return
+        _client, reason = found
+        self.client_handshake_failures[reason] = self.client_handshake_failures.get(reason, 0) + 1
+        self._metrics.tls_client_handshake_failures.labels(reason=reason).inc()
 
     async def _adopt(self, tg: TaskGroup, incarnation: Incarnation) -> lc.Finish | None:
         self._incarnation = max(self._incarnation, incarnation.number)
@@ -241,8 +281,10 @@ class Daemon:
                 self.last_exit_code = None if code is None else exit_code_value(code)
                 if self.last_exit_code is not None:
                     self._metrics.dockerd_last_exit_code.set(self.last_exit_code)
-                if self._current is not None and self._current.process.last_error_line:
-                    self.last_error_line = self._current.process.last_error_line
+                asked = before.stop_requested or before.restart_reason in (
+                    lc.RestartReason.TLS_ROTATION, lc.RestartReason.REQUESTED)
+                if not asked:
+                    self._failed(before, self._failure_at_exit, now)
                 self._log.log(
                     20 if before.state is lc.State.STOPPING else 30,
                     "dockerd_exited",
@@ -260,6 +302,8 @@ class Daemon:
                         reason=(m.restart_reason or lc.RestartReason.EXIT).value,
                     )
             case lc.Ready() if m.state is lc.State.RUNNING:
+                if self._current is not None:
+                    self._current.process.diagnosis.ready()
                 seconds = now - self._spawned_at
                 self._metrics.dockerd_ready_duration.observe(seconds)
                 self._log.info("dockerd_ready", pid=self.pid, ready_seconds=round(seconds, 3))
@@ -279,6 +323,25 @@ class Daemon:
                 )
             case _:
                 pass
+
+    def _failed(self, before: lc.Machine, failure: Failure | None, now: float) -> None:
+        """An exit nobody asked for: say why, as well as dockerd's lines allow."""
+        self.last_failure = failure
+        self._log.error(
+            "dockerd_failed",
+            pid=self.pid,
+            exit_code=self.last_exit_code,
+            was_ready=before.ready_since is not None,
+            after_seconds=round(now - self._spawned_at, 3),
+            line=failure.line if failure else None,
+            cause=failure.cause if failure else (
+                "dockerd printed no error line" + (
+                    " (killed by a signal)" if (self.last_exit_code or 0) > 128 else "")),
+            remedy=failure.remedy if failure else None,
+            category=failure.category if failure else None,
+            rule=failure.explanation.rule if failure and failure.explanation else None,
+            final_line=failure.final_line if failure else None,
+        )
 
     def _on_state(self, previous: lc.State) -> None:
         state = self._machine.state
@@ -323,9 +386,10 @@ class Daemon:
             incarnation = await anyio.to_thread.run_sync(self._spawner.spawn, self._incarnation)
         except OSError as exc:
             self._current = None
-            self.last_error_line = f"cannot run dockerd: {exc.strerror or exc}"
-            self._log.error("dockerd_spawn_failed", error=self.last_error_line)
-            self._event(lc.Exited(127))
+            self._failure_at_exit = spawn_failure(self._config.dockerd.binary, exc)
+            self._log.error("dockerd_spawn_failed", error=self._failure_at_exit.line)
+            # A missing or unusable binary stays so: a configuration error (exit 2).
+            self._event(lc.Exited(127, permanent=self._failure_at_exit.permanent))
             return
         self._current = incarnation
         self._metrics.dockerd_start_time.set(self._wall())
@@ -349,7 +413,9 @@ class Daemon:
                 # A child that inherited the pipe could keep it open: bounded.
                 with anyio.move_on_after(1.0):
                     await incarnation.process.output_done.wait()
-                self._event(lc.Exited(returncode))
+                failure = await self._diagnose(incarnation)
+                self._failure_at_exit = failure
+                self._event(lc.Exited(returncode, permanent=bool(failure and failure.permanent)))
                 tg.cancel_scope.cancel()
         finally:
             # Cancelled while dockerd runs (the agent is ending on a bug): detached, not
@@ -357,6 +423,17 @@ class Daemon:
             with anyio.CancelScope(shield=True):  # closes and unlinks: not on the loop
                 await anyio.to_thread.run_sync(
                     functools.partial(self._spawner.release, incarnation, exited=exited))
+
+    async def _diagnose(self, incarnation: Incarnation) -> Failure | None:
+        """What explains this exit: dockerd's lines, and a full data root seen by statvfs
+        (containerd's start timeout on a full disk says nothing of the disk)."""
+        try:
+            figures = await anyio.to_thread.run_sync(self._disk)
+        except OSError:
+            figures = None
+        path = self._config.dockerd.data_root
+        full = full_figures(figures, path) if figures is not None else None
+        return incarnation.process.diagnosis.failure(disk_full_at=full)
 
     async def _readiness_then_liveness(self, incarnation: Incarnation) -> None:
         await wait_ready(self._ready_check, incarnation.notify.ready)
@@ -378,3 +455,21 @@ class Daemon:
             self._metrics.dockerd_ping_failures.inc()
             self._log.warning("dockerd_ping_failed", pid=self.pid, seconds=round(seconds, 3))
             self._event(lc.PingFailed())
+
+
+def spawn_failure(binary: str, exc: OSError) -> Failure:
+    """dockerd could not even be started (exec failed)."""
+    from supervisor.dockerd.failures import Category, Explanation
+
+    permanent = exc.errno in (errno.ENOENT, errno.EACCES, errno.ENOEXEC, errno.ENOTDIR)
+    return Failure(
+        line=f"cannot run {binary}: {exc.strerror or exc}",
+        explanation=Explanation(
+            rule="spawn_failed",
+            category=Category.CONFIG if permanent else Category.UNKNOWN,
+            cause=f"the dockerd executable {binary!r} cannot be run ({exc.strerror or exc})",
+            remedy="install dockerd (Debian: apt-get install docker.io) or point"
+            " --dockerd-binary (DIND_SUPERVISOR_DOCKERD_BINARY) at it",
+            fatal=True,
+        ),
+    )

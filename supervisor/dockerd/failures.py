@@ -424,6 +424,18 @@ _HANDSHAKE_REASONS: tuple[tuple[str, re.Pattern[str], str], ...] = (
 )  # fmt: skip
 
 
+HANDSHAKE_REASONS: tuple[str, ...] = (*(label for label, _p, _s in _HANDSHAKE_REASONS), "other")
+_HANDSHAKE_LINE = re.compile(r"http: TLS handshake error from (?P<client>\S+?): (?P<error>.*)$")
+
+
+def client_handshake(text: str) -> tuple[str, str] | None:
+    """(client address, reason label) when ``text`` is a client's failed TLS handshake."""
+    match = _HANDSHAKE_LINE.search(text)
+    if match is None:
+        return None
+    return match["client"], handshake_reason(match["error"])[0]
+
+
 def handshake_reason(error: str) -> tuple[str, str]:
     """The label and a sentence for the error part of a handshake line."""
     for label, pattern, sentence in _HANDSHAKE_REASONS:
@@ -449,6 +461,15 @@ def _rlimit(m: re.Match[str]) -> tuple[str, str, dict[str, str]]:
         "see the agent's policy explanation of this line (it decodes the limit and says"
         " what the container may ask for)",
         {"rlimit_type": m["type"]},
+    )
+
+
+def _go_crash(m: re.Match[str]) -> tuple[str, str, dict[str, str]]:
+    return (
+        f"dockerd crashed: {m['error'].strip()}",
+        "a bug in dockerd (or a plugin): the goroutine dump that follows in the log shows"
+        " where; report it with dockerd's version",
+        {},
     )
 
 
@@ -541,6 +562,7 @@ RULES: tuple[Rule, ...] = (
           C.RUNTIME, False, _rlimit),
     _rule("failed_to_start", r"failed to start daemon[:,] (?P<error>.+)$", C.UNKNOWN, True,
           _failed_to_start),
+    _rule("go_crash", r"^(?:panic|fatal error): (?P<error>.+)$", C.UNKNOWN, True, _go_crash),
 )  # fmt: skip
 
 _CONTINUATION = re.compile(r"^(?:\s+\(exit status \d+\)\s*$|See 'dockerd --help'\.)")

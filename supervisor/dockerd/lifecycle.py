@@ -16,6 +16,9 @@ Rules worth knowing:
   failed start: restarted at once when it had served ``healthy_after``
   seconds, after a backoff counted in crashes otherwise; ``max_crashes``
   within ``crash_window`` still end the agent, so a crash loop is bounded.
+- A failed start whose cause no restart can change (dockerd refused its
+  flags or daemon.json: ``Exited(permanent=True)``) ends the agent at once
+  with exit 2, a configuration error, instead of ``max_failures`` attempts.
 - Restarts the agent asks for (certificate rotation) count as neither.
 - A dockerd already running when the machine starts (spawned before the
   event loop existed, or left by a previous agent) enters with ``Adopted``:
@@ -76,6 +79,8 @@ class Exited:
     # Negative: killed by that signal (asyncio's convention); None: not known (an
     # adopted dockerd whose status PID 1 reaped and could not report).
     returncode: int | None
+    # dockerd said why, and no restart changes it (its flags or daemon.json).
+    permanent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +137,7 @@ class Finish:
     exit_code: int
     gave_up: bool = False
     crashes: bool = False  # gave up on crashes of a served daemon, not on failed starts
+    permanent: bool = False  # gave up at once: dockerd refused its configuration
 
 
 Action = Spawn | Terminate | Kill | Finish
@@ -255,6 +261,10 @@ def _after_exit(m: Machine, event: Exited, now: float) -> tuple[Machine, list[Ac
     else:
         failures = (*(t for t in m.failures if now - t < m.timing.failure_window), now)
         m = dataclasses.replace(m, failures=failures)
+        if event.permanent:
+            return dataclasses.replace(m, state=State.FATAL), [
+                Finish(2, gave_up=True, permanent=True)
+            ]
         if len(failures) >= m.timing.max_failures:
             return dataclasses.replace(m, state=State.FATAL), [Finish(1, gave_up=True)]
         delay = backoff_delay(m.timing, len(failures))

@@ -30,13 +30,16 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from supervisor.config import PRIVATE_SOCKET, Config
 from supervisor.dockerd.listeners import ACTIVATION_HOST, PLAIN_TCP_LISTEN, Plan
 from supervisor.dockerd_flags import option_values, user_sets
 from supervisor.logs import DockerdLine, emit_dockerd_line, get_logger, parse_dockerd_line
 from supervisor.tls.files import TlsFiles
+
+if TYPE_CHECKING:
+    from supervisor.dockerd.diagnosis import Diagnosis
 
 __all__ = ["PLAIN_TCP_LISTEN", "DockerdProcess", "LineObserver", "TlsFiles", "build_argv"]
 
@@ -177,7 +180,7 @@ class DockerdProcess:
         self.output = output
         self.own_child = own_child
         self.started_at = started_at if started_at is not None else time.time()
-        self.last_error_line: str | None = None
+        self._diagnosis: Diagnosis | None = None
         # Not a copy: observers added later (the agent's, once it exists) see this process too.
         self._observers = observers
         self._exit_source = exit_source
@@ -196,6 +199,19 @@ class DockerdProcess:
 
             self._output_done = anyio.Event()
         return self._output_done
+
+    @property
+    def diagnosis(self) -> Diagnosis:
+        """What this process printed that may explain its end (the Daemon asks at the exit).
+
+        Made on first use: the failure table's patterns take ~10 ms to compile, which
+        the launch does not spend before dockerd's spawn (daemon.py imports it early).
+        """
+        if self._diagnosis is None:
+            from supervisor.dockerd.diagnosis import Diagnosis
+
+            self._diagnosis = Diagnosis()
+        return self._diagnosis
 
     @classmethod
     def from_spawn(
@@ -245,12 +261,22 @@ class DockerdProcess:
         return self._logger
 
     def _handle(self, raw: bytes) -> None:
-        parsed = parse_dockerd_line(raw.decode("utf-8", "replace"))
+        text = raw.decode("utf-8", "replace")
+        parsed = parse_dockerd_line(text)
         if not parsed.message and not parsed.fields:
             return
-        if parsed.looks_like_error:
-            self.last_error_line = parsed.message
-        emit_dockerd_line(self._log, parsed, self.source)
+        explained = self.diagnosis.add(parsed, text)
+        if explained is None or explained.category == "runtime":
+            emit_dockerd_line(self._log, parsed, self.source)  # runc's: the policy part explains
+        elif explained.category == "client_handshake":
+            emit_dockerd_line(self._log, parsed, self.source,
+                              client_handshake_reason=explained.reason)
+        else:
+            # A known failure line: its cause and remedy travel with it, at the level it
+            # deserves (dockerd prints "unable to configure ..." as a plain line).
+            level = "error" if explained.fatal else parsed.level
+            emit_dockerd_line(self._log, parsed, self.source, level=level, cause=explained.cause,
+                              remedy=explained.remedy, failure_rule=explained.rule)
         for observer in self._observers:
             observer(parsed)
 

@@ -10,13 +10,17 @@ from typing import Any
 
 import anyio
 import pytest
+from structlog.testing import capture_logs
 
 from supervisor.config import load
+from supervisor.dataroot.disk import DiskFigures
 from supervisor.docker_api import DockerApiError
 from supervisor.dockerd import lifecycle as lc
 from supervisor.dockerd.daemon import Daemon
+from supervisor.dockerd.diagnosis import Diagnosis
 from supervisor.dockerd.spawner import Incarnation
-from supervisor.errors import DockerdGaveUp
+from supervisor.errors import DockerdGaveUp, DockerdRefusedConfiguration, SupervisorError
+from supervisor.logs import parse_dockerd_line
 from supervisor.metrics import Metrics
 from tests.unit.virtual_time import run_virtual
 
@@ -45,12 +49,17 @@ class FakeDockerd:
     terms: int = 0
     kills: int = 0
     signals: list[int] = field(default_factory=list)
-    last_error_line: str | None = None
+    diagnosis: Diagnosis = field(default_factory=Diagnosis)
     started_at: float = 0.0
     code: int | None = None
     _exit: anyio.Event = field(default_factory=anyio.Event)
     output_done: anyio.Event = field(default_factory=anyio.Event)
     answering: bool = False
+
+    def say(self, *lines: str) -> None:
+        """Lines as dockerd prints them, read as the relay reads them."""
+        for line in lines:
+            self.diagnosis.add(parse_dockerd_line(line), line)
 
     def exit(self, code: int | None) -> None:
         if not self._exit.is_set():
@@ -113,7 +122,12 @@ class FakeSpawner:
         return self.processes[-1]
 
 
-def daemon_for(spawner: FakeSpawner, *flags: str, **env: str) -> Daemon:
+ROOMY = DiskFigures(size_bytes=10 * 2**30, free_bytes=5 * 2**30, inodes=10**6,
+                    free_inodes=5 * 10**5, used_fraction=0.5)
+
+
+def daemon_for(spawner: FakeSpawner, *flags: str, disk: DiskFigures = ROOMY, **env: str
+               ) -> Daemon:
     config = load(env={f"DIND_SUPERVISOR_{k}": v for k, v in env.items()},
                   dockerd_args=flags or ())
 
@@ -127,7 +141,7 @@ def daemon_for(spawner: FakeSpawner, *flags: str, **env: str) -> Daemon:
         spawner.decided_at.append(anyio.current_time())
 
     return Daemon(config=config, metrics=Metrics(), spawner=spawner, ping=ping,
-                  before_spawn=[spawning])
+                  before_spawn=[spawning], disk=lambda: disk)
 
 
 async def until(
@@ -149,7 +163,7 @@ def scenario(body: Callable[[Daemon, FakeSpawner, Any], Awaitable[None]],
             async def run() -> None:
                 try:
                     result["code"] = await daemon.run()
-                except DockerdGaveUp as exc:
+                except SupervisorError as exc:  # gave up, or refused its configuration
                     result["gave_up"] = exc
 
             await tg.start(_started, run)
@@ -304,3 +318,141 @@ def test_cancelled_while_dockerd_runs_detaches_it_for_the_next_agent() -> None:
     assert spawner.detached == [102]
     last = spawner.processes[-1]
     assert (last.terms, last.kills, last.code) == (0, 0, None)  # left running for the next agent
+
+
+# Why dockerd failed ------------------------------------------------------------------
+
+HOSTS_CLASH = (
+    "unable to configure the Docker daemon with file /etc/docker/daemon.json: the following"
+    " directives are specified both as a flag and in the configuration file: hosts: (from flag:"
+    " [fd://], from file: [tcp://0.0.0.0:2375])"
+)
+HANDSHAKE_EOF = "2026-12-01 13:50:49.382723 I | http: TLS handshake error from 127.0.0.1:5: EOF"
+
+
+def test_a_refused_configuration_ends_the_agent_at_once_with_exit_2() -> None:
+    """dockerd names daemon.json and exits: no backoff, no second start, exit 2 quoting the
+    line with its cause and remedy; /status and dockerd_failed say the same."""
+    spawner = FakeSpawner(lambda pid: FakeDockerd(pid=pid, ready_after=None))
+    daemon = daemon_for(spawner)
+
+    async def body(daemon: Daemon, spawner: FakeSpawner, result: dict[str, Any]) -> None:
+        await until(lambda: len(spawner.processes) == 1)
+        spawner.current.say(HOSTS_CLASH)
+        spawner.current.exit(1)
+
+    with capture_logs() as logs:
+        result = scenario(body, spawner, daemon)
+    error = result["gave_up"]
+    assert isinstance(error, DockerdRefusedConfiguration)
+    assert error.exit_code == 2
+    assert len(spawner.processes) == 1
+    assert HOSTS_CLASH in error.message
+    assert "hosts" in (error.cause or "")
+    assert error.remedy is not None
+    assert "remove `hosts`" in error.remedy
+    status = daemon.status()
+    assert status["state"] == "fatal"
+    assert status["last_error"] == HOSTS_CLASH
+    assert status["last_failure"]["category"] == "config"
+    assert status["last_failure"]["remedy"] == error.remedy
+    (failed,) = [e for e in logs if e["event"] == "dockerd_failed"]
+    assert (failed["line"], failed["category"], failed["rule"]) == (HOSTS_CLASH, "config",
+                                                                    "config_clash")
+
+
+def test_give_up_quotes_the_line_its_cause_and_its_remedy() -> None:
+    """Failed starts that a restart might fix (a pid file) are retried; the give-up message
+    quotes dockerd's line with its cause, and its remedy replaces the generic one."""
+    pidfile = ("failed to start daemon: pid file found, ensure docker is not running or delete"
+               " /var/run/docker.pid")
+    spawner = FakeSpawner(lambda pid: FakeDockerd(pid=pid, ready_after=None))
+    daemon = daemon_for(spawner, RESTART_MAX_FAILURES="2")
+
+    async def body(daemon: Daemon, spawner: FakeSpawner, result: dict[str, Any]) -> None:
+        for count in (1, 2):
+            await until(lambda count=count: len(spawner.processes) == count)  # type: ignore[misc]
+            spawner.current.say(HANDSHAKE_EOF, pidfile, HANDSHAKE_EOF)
+            spawner.current.exit(1)
+
+    result = scenario(body, spawner, daemon)
+    error = result["gave_up"]
+    assert type(error) is DockerdGaveUp
+    assert f'"{pidfile}"' in error.message
+    assert "another dockerd runs" in error.message
+    assert error.remedy is not None
+    assert "delete /var/run/docker.pid" in error.remedy
+
+
+def test_unknown_error_is_quoted_verbatim_and_handshakes_never_are() -> None:
+    """A line the table does not know is the last error as printed; handshake lines are not."""
+    spawner = FakeSpawner(lambda pid: FakeDockerd(pid=pid, ready_after=None))
+    daemon = daemon_for(spawner, RESTART_MAX_FAILURES="1")
+
+    async def body(daemon: Daemon, spawner: FakeSpawner, result: dict[str, Any]) -> None:
+        await until(lambda: len(spawner.processes) == 1)
+        spawner.current.say("cannot frobnicate: the widget is gone", HANDSHAKE_EOF)
+        spawner.current.exit(1)
+
+    result = scenario(body, spawner, daemon)
+    assert "last error from dockerd: \"cannot frobnicate: the widget is gone\"" in (
+        result["gave_up"].message)
+    assert daemon.status()["last_failure"]["cause"] is None
+
+
+def test_restarts_of_a_healthy_dockerd_leave_no_last_error() -> None:
+    """A served dockerd killed (no line) and one restarted for a rotation, both after printing
+    handshake errors: no last error, and the handshakes are counted by reason."""
+    spawner = FakeSpawner()
+    daemon = daemon_for(spawner, RESTART_HEALTHY_AFTER="1s")
+
+    async def body(daemon: Daemon, spawner: FakeSpawner, result: dict[str, Any]) -> None:
+        for count in (1, 2):
+            await until(lambda count=count: len(spawner.processes) == count  # type: ignore[misc]
+                        and daemon.state is lc.State.RUNNING)
+            await anyio.sleep(2)
+            for line in (HANDSHAKE_EOF,):
+                spawner.current.say(line)
+                daemon.observe_line(parse_dockerd_line(line))
+            if count == 1:
+                spawner.current.exit(-9)
+            else:
+                daemon.request_restart(lc.RestartReason.TLS_ROTATION)
+        await until(lambda: len(spawner.processes) == 3 and daemon.state is lc.State.RUNNING)
+        daemon.request_stop()
+
+    with capture_logs() as logs:
+        result = scenario(body, spawner, daemon)
+    assert result == {"code": 0}
+    status = daemon.status()
+    assert status["last_error"] is None
+    assert status["last_failure"] is None
+    assert status["client_handshake_failures"] == {"eof": 2}
+    (failed,) = [e for e in logs if e["event"] == "dockerd_failed"]  # the kill only
+    assert failed["line"] is None
+    assert "killed by a signal" in failed["cause"]
+    metric = daemon._metrics.registry.get_sample_value(
+        "dind_tls_client_handshake_failures_total", {"reason": "eof"})
+    assert metric == 2.0
+    assert daemon._metrics.registry.get_sample_value(
+        "dind_tls_client_handshake_failures_total", {"reason": "unknown_ca"}) == 0.0
+
+
+def test_containerd_timeout_on_a_full_data_root_names_the_disk() -> None:
+    """Only 'timeout waiting for containerd' from dockerd, but statvfs shows no room: the
+    failure says the data root's filesystem is full, with its figures."""
+    full = DiskFigures(size_bytes=2**20, free_bytes=0, inodes=64, free_inodes=3,
+                       used_fraction=1.0)
+    spawner = FakeSpawner(lambda pid: FakeDockerd(pid=pid, ready_after=None))
+    daemon = daemon_for(spawner, RESTART_MAX_FAILURES="1", disk=full)
+
+    async def body(daemon: Daemon, spawner: FakeSpawner, result: dict[str, Any]) -> None:
+        await until(lambda: len(spawner.processes) == 1)
+        spawner.current.say("failed to start containerd: timeout waiting for containerd to start")
+        spawner.current.exit(1)
+
+    result = scenario(body, spawner, daemon)
+    message = result["gave_up"].message
+    assert "the data root's filesystem is full" in message
+    assert "/var/lib/docker: 0 B and 3 inodes free" in message
+    assert daemon.status()["last_failure"]["category"] == "disk"

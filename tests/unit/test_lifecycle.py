@@ -237,6 +237,24 @@ def test_backoff_factor_one_is_constant() -> None:
     assert [backoff_delay(timing, n) for n in (1, 2, 9)] == [3.0, 3.0, 3.0]
 
 
+def test_permanent_failed_start_gives_up_at_once_with_exit_2() -> None:
+    """dockerd refused its configuration: FATAL at the first failed start, Finish(2)."""
+    d = Driver()
+    d.at(0.0, Start())
+    assert d.after(0.2, Exited(1, permanent=True)) == [Finish(2, gave_up=True, permanent=True)]
+    assert d.m.state is State.FATAL
+
+
+def test_permanent_is_ignored_for_a_served_dockerd_and_a_requested_stop() -> None:
+    """A crash after ready is a crash (restarted); an exit after a stop request stops."""
+    d = Driver()
+    d.at(0.0, Start())
+    d.after(0.5, Ready())
+    assert d.after(60.0, Exited(1, permanent=True)) == [Spawn(RestartReason.EXIT)]
+    d.after(0.5, StopRequested())
+    assert d.after(0.5, Exited(1, permanent=True)) == [Finish(0)]
+
+
 def test_give_up_after_max_failures_in_window() -> None:
     """The max_failures-th failed start in the window ends in FATAL and Finish(1, gave_up)."""
     d = Driver()
