@@ -176,6 +176,9 @@ def main_invocation(invocation: Invocation, *, under_init: bool = False) -> int:
     except SupervisorError as exc:
         _print_error(exc)
         return exc.exit_code
+    except Exception as exc:  # a bug: one line saying what failed, the traceback on request
+        _print_crash(args.command, exc)
+        return EXIT_FAILURE
     parser.print_help()
     return EXIT_USAGE
 
@@ -185,6 +188,17 @@ def _print_error(exc: SupervisorError) -> None:
     print(f"dind-supervisor: {label}: {exc.message}", file=sys.stderr)
     if exc.remedy:
         print(f"dind-supervisor: remedy: {exc.remedy}", file=sys.stderr)
+
+
+def _print_crash(command: str, exc: Exception) -> None:
+    print(f"dind-supervisor: error: `{command}` failed unexpectedly: {type(exc).__name__}:"
+          f" {exc}", file=sys.stderr)
+    print("dind-supervisor: remedy: this is a bug, please report it with this message"
+          " (DIND_SUPERVISOR_LOG_LEVEL=debug adds the traceback)", file=sys.stderr)
+    if os.environ.get(f"{config.ENV_PREFIX}LOG_LEVEL") == "debug":
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
 
 
 def _run(cfg: config.Config, *, under_init: bool = False) -> int:

@@ -131,9 +131,15 @@ def options_in(args: Iterable[str]) -> frozenset[str]:
     return frozenset(flag.name for flag in parse_flags(args))
 
 
-def config_file_of(argv: Sequence[str]) -> tuple[Path, bool]:
-    """The configuration file dockerd will read, and whether the argv names it."""
-    path, given = DEFAULT_CONFIG_FILE, False
+def config_file_of(
+    argv: Sequence[str], default: Path = DEFAULT_CONFIG_FILE
+) -> tuple[Path, bool]:
+    """The configuration file dockerd will read, and whether the argv names it.
+
+    ``default``: the file dockerd reads without --config-file (rootless dockerd reads
+    ``$XDG_CONFIG_HOME/docker/daemon.json``).
+    """
+    path, given = default, False
     for flag in parse_flags(argv[1:]):
         if flag.name == "config-file" and flag.value is not None:
             path, given = Path(flag.value), True

@@ -58,6 +58,56 @@ def check_dockerd_binary(config: Config) -> list[Finding]:
     ]
 
 
+def check_daemon_json(config: Config) -> list[Finding]:
+    """daemon.json as ``run`` checks it before dockerd's spawn, and ``dockerd --validate``
+    where this dockerd has it (23+)."""
+    from supervisor.dockerd import daemonjson
+    from supervisor.dockerd.process import config_view
+    from supervisor.dockerd_flags import config_file_of, parse_dockerd_version, supports_validate
+
+    view = config_view(config, os.environ)
+    path = config_file_of(view.argv, view.default_file)[0]
+    if not path.exists():
+        return [Finding(topic=daemonjson.TOPIC, severity=Severity.OK,
+                        message=f"no {path}: dockerd runs with its defaults and the agent's flags")]
+    version = None
+    binary = shutil.which(config.dockerd.binary)
+    if binary is not None:
+        try:
+            answer = subprocess.run([binary, "--version"], capture_output=True, text=True,
+                                    timeout=10, check=False)
+            version = parse_dockerd_version(answer.stdout)
+        except (OSError, subprocess.TimeoutExpired):
+            version = None
+    findings = daemonjson.check_daemon_json(
+        view.argv, agent_options=view.agent_options, version=version,
+        default_file=view.default_file,
+    )
+    if binary is not None and supports_validate(version) and not any(
+        f.severity >= Severity.ERROR for f in findings
+    ):
+        findings += daemonjson.validate_with_dockerd(daemonjson.for_validation(view.argv)) or []
+    return findings or [Finding(topic=daemonjson.TOPIC, severity=Severity.OK,
+                                message=f"{path}: dockerd can use it with the agent's flags")]
+
+
+def foreign_proc(proc_root: str = "/proc") -> Finding | None:
+    """A /proc of another pid namespace: ``nsenter -m`` without ``-p`` into a container
+    shows the container's /proc, where this process (and so /proc/self) does not exist."""
+    if os.path.exists(os.path.join(proc_root, "self")):
+        return None
+    return Finding(
+        topic="check",
+        severity=Severity.WARNING,
+        message=f"{proc_root} belongs to another pid namespace than this process (entered with"
+        " `nsenter -m` but without `-p`?): what reads this process's own /proc entries (the"
+        " resource policy, the data root's mount, the container preparation) is not checked",
+        remedy="enter the pid namespace too (`nsenter -t PID -m -n -p`, or `-a`), or run"
+        " `docker exec CONTAINER dind-supervisor check`",
+        data={"proc_root": proc_root},
+    )
+
+
 def check_resource_policy(config: Config, proc_root: str = "/proc") -> list[Finding]:
     """What this container received (policy.inspect), then whether [policy] fits in it.
 
@@ -112,6 +162,7 @@ def check_rootless(config: Config) -> list[Finding]:
 CHECKS: list[Check] = [
     check_rootless,
     check_dockerd_binary,
+    check_daemon_json,
     check_resource_policy,
     check_data_root,
     check_preparation,
@@ -119,10 +170,31 @@ CHECKS: list[Check] = [
 ]
 
 
+# Checks that read this process's own /proc entries (/proc/self/limits, .../mountinfo).
+NEEDS_OWN_PROC = frozenset({"check_resource_policy", "check_data_root", "check_preparation"})
+
+
 def gather(config: Config, checks: list[Check] | None = None) -> list[Finding]:
+    """Every check's findings; one that breaks becomes an error finding of its own, so the
+    others are still reported (and no traceback is the only output)."""
     findings: list[Finding] = []
+    foreign = foreign_proc()
+    if foreign is not None:
+        findings.append(foreign)
     for check in checks or CHECKS:
-        findings.extend(check(config))
+        if foreign is not None and getattr(check, "__name__", "") in NEEDS_OWN_PROC:
+            continue
+        try:
+            findings.extend(check(config))
+        except Exception as exc:  # a bug in one check must not hide what the others found
+            topic = getattr(check, "__name__", "check").removeprefix("check_")
+            findings.append(Finding(
+                topic=topic,
+                severity=Severity.ERROR,
+                message=f"the {topic} check could not finish: {type(exc).__name__}: {exc}",
+                remedy="the other findings stand; please report this with the message",
+                data={"error": type(exc).__name__},
+            ))
     return findings
 
 

@@ -7,9 +7,10 @@ prometheus_client and aiohttp are imported afterwards, while dockerd starts.
 In order:
 
 1. everything that can refuse the configuration (the resource policy,
-   DOCKER_TLS_SAN), before anything is touched;
-2. the data root's lock (a second agent leaves having touched nothing);
-   its free space (a full disk is refused here, not 77 s later);
+   DOCKER_TLS_SAN, dockerd's daemon.json), before anything is touched;
+2. the data root's free space (a full disk is refused here, not 77 s
+   later, before anything is written there) and its lock (a second agent
+   leaves having touched nothing);
 3. the resource policy applied to the agent (strict mode refuses here);
 4. the container preparation (as a container's PID 1): cgroups, mounts,
    iptables;
@@ -168,6 +169,8 @@ def launch(
     # 1. Refuse bad configuration before anything is touched (the policy was, by the CLI).
     if config.rootless_on:
         _check_rootless(config, env, log)
+    if not takeover:
+        _check_daemon_json(config, env, log)
     sans = sans_from_config(config) if config.tls_enabled else None
     depositor.set(
         restart_limit=config.agent.restart_limit,
@@ -253,6 +256,26 @@ def _check_rootless(config: Config, env: MutableMapping[str, str], log: EarlyLog
     prereqs.require(config, prereqs.Host(env=env))
     log.info("rootless_mode", uid=os.geteuid(), rootlesskit=config.rootless.rootlesskit,
              data_root=str(config.dockerd.data_root), host=config.dockerd.host)
+
+
+def _check_daemon_json(config: Config, env: MutableMapping[str, str], log: EarlyLog) -> None:
+    """dockerd's daemon.json as dockerd would read it with the agent's flags: what it would
+    refuse exits 2 now (ConfigError) instead of after five failed starts."""
+    from supervisor.dockerd import daemonjson
+    from supervisor.dockerd.process import config_view
+    from supervisor.dockerd_flags import config_file_of
+
+    view = config_view(config, env)
+    found: int | None = None
+    if config_file_of(view.argv, view.default_file)[0].is_file():  # its version matters then
+        found = version.major(config.dockerd.binary, cache_dir=Path(config.dockerd.data_root),
+                              path=env.get("PATH"))
+    warnings = daemonjson.preflight(
+        view.argv, agent_options=view.agent_options, default_file=view.default_file,
+        version=None if found is None else (found, 0),
+    )
+    for warning in warnings:
+        log.warning("daemon_json_warning", message=warning.message, remedy=warning.remedy)
 
 
 def _bind_http(config: Config) -> socket.socket | None:

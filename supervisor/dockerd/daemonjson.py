@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.dockerd_flags import (
+    DEFAULT_CONFIG_FILE,
     FLAT_OPTIONS,
     MERGING_KEYS,
     SHORTHANDS,
@@ -41,7 +42,9 @@ from supervisor.dockerd_flags import (
     FlagUse,
     config_file_of,
     config_key,
+    last_value,
     parse_flags,
+    supports_validate,
 )
 from supervisor.errors import ConfigError
 from supervisor.findings import Finding, Severity
@@ -301,6 +304,7 @@ def collect_errors(
     agent_options: Collection[str] = frozenset(),
     known_keys: Collection[str] | None = None,
     version: tuple[int, int] | None = None,
+    default_file: Path = DEFAULT_CONFIG_FILE,
 ) -> tuple[list[ConfigError], list[Finding]]:
     """Errors dockerd would refuse to start with, and warnings, for this argv's file.
 
@@ -308,7 +312,7 @@ def collect_errors(
     dockerd versions: 20.10 refuses an empty file and a byte order mark, 26.1
     takes both; unknown, they are warnings.
     """
-    path, given = config_file_of(argv)
+    path, given = config_file_of(argv, default_file)
     try:
         document = read_daemon_json(path, given=given)
     except ConfigError as error:
@@ -357,7 +361,53 @@ def collect_errors(
                 )
             )
     errors += find_clashes(keys, parse_flags(argv[1:]), path=path, agent_options=agent_options)
+    driver = storage_driver_error(keys, argv, path=path, version=version)
+    if driver is not None:
+        errors.append(driver)
     return errors, warnings
+
+
+# Storage drivers ---------------------------------------------------------------------------
+
+# The graph drivers of dockerd 20.10 and later, and the major that removed some of them
+# (moby 24.0 removed aufs and the legacy overlay, 25.0 devicemapper).
+STORAGE_DRIVERS = frozenset({"overlay2", "fuse-overlayfs", "btrfs", "zfs", "vfs"})
+REMOVED_DRIVERS = {"aufs": 24, "overlay": 24, "devicemapper": 25}
+
+
+def storage_driver_error(
+    keys: Mapping[str, Any], argv: Sequence[str], *, path: Path,
+    version: tuple[int, int] | None = None,
+) -> ConfigError | None:
+    """A storage driver no dockerd of this version has (it would exit at once, saying only
+    "driver not supported"). Not judged when dockerd may take other names: graph driver
+    plugins (experimental) and the containerd image store's snapshotters."""
+    in_file = "storage-driver" in keys
+    value = keys.get("storage-driver") if in_file else last_value(argv[1:], "--storage-driver",
+                                                                  "-s")
+    if not isinstance(value, str) or not value:
+        return None
+    features = keys.get("features")
+    if keys.get("experimental") is True or (
+        isinstance(features, dict) and features.get("containerd-snapshotter") is True
+    ):
+        return None
+    removed_in = REMOVED_DRIVERS.get(value)
+    if value in STORAGE_DRIVERS or (
+        removed_in is not None and (version is None or version[0] < removed_in)
+    ):
+        return None
+    known = ", ".join(sorted(STORAGE_DRIVERS))
+    why = (f"was removed in dockerd {removed_in}.0" if removed_in is not None
+           else "is not a storage driver dockerd has")
+    return ConfigError(
+        key="storage-driver" if in_file else "--storage-driver",
+        value=value,
+        source=str(path) if in_file else "dockerd arguments",
+        reason=f"{why} (it has {known}); dockerd would exit with 'driver not supported'",
+        remedy="use overlay2 (vfs where overlay2 cannot run: slow but works anywhere), or remove"
+        " the setting and let dockerd choose",
+    )
 
 
 def _by_version(
@@ -402,12 +452,14 @@ def check_daemon_json(
     agent_options: Collection[str] = frozenset(),
     known_keys: Collection[str] | None = None,
     version: tuple[int, int] | None = None,
+    default_file: Path = DEFAULT_CONFIG_FILE,
 ) -> list[Finding]:
     """Findings about the configuration file of ``argv`` (for ``check`` and /status)."""
     errors, warnings = collect_errors(
-        argv, agent_options=agent_options, known_keys=known_keys, version=version
+        argv, agent_options=agent_options, known_keys=known_keys, version=version,
+        default_file=default_file,
     )
-    path = config_file_of(argv)[0]
+    path = config_file_of(argv, default_file)[0]
     return [_finding(error, path) for error in errors] + warnings
 
 
@@ -417,10 +469,12 @@ def require_usable_daemon_json(
     agent_options: Collection[str] = frozenset(),
     known_keys: Collection[str] | None = None,
     version: tuple[int, int] | None = None,
+    default_file: Path = DEFAULT_CONFIG_FILE,
 ) -> list[Finding]:
     """Raise the first error dockerd would stop at (exit 2); return the warnings."""
     errors, warnings = collect_errors(
-        argv, agent_options=agent_options, known_keys=known_keys, version=version
+        argv, agent_options=agent_options, known_keys=known_keys, version=version,
+        default_file=default_file,
     )
     if errors:
         raise errors[0]
@@ -477,3 +531,56 @@ def validate_with_dockerd(argv: Sequence[str], *, run: Runner = _run) -> list[Fi
             )
         )
     return findings
+
+
+# Before dockerd's spawn ----------------------------------------------------------------------
+
+# Flags left out of `dockerd --validate` at the launch: the certificate files may not be
+# issued yet (26.1's --validate loads them), and clashes with them are found above.
+_NOT_VALIDATED = frozenset({"tls", "tlsverify", "tlscacert", "tlscert", "tlskey"})
+
+
+def for_validation(argv: Sequence[str]) -> list[str]:
+    """dockerd's argv without the TLS file flags, for ``dockerd --validate``."""
+    kept = [argv[0]]
+    for flag in parse_flags(argv[1:]):
+        if flag.name in _NOT_VALIDATED:
+            continue
+        kept.append(f"{flag.written}={flag.value}" if flag.value is not None else flag.written)
+    return kept
+
+
+def preflight(
+    argv: Sequence[str],
+    *,
+    agent_options: Collection[str] = frozenset(),
+    version: tuple[int, int] | None = None,
+    default_file: Path = DEFAULT_CONFIG_FILE,
+    run: Runner = _run,
+) -> list[Finding]:
+    """What dockerd would refuse in its configuration, before it is spawned.
+
+    Raises the first error as ConfigError (exit 2): the file's syntax, its top
+    level, keys that clash with dockerd's flags, an unknown storage driver;
+    then, where dockerd has it (23+) and the file exists, ``dockerd
+    --validate`` (blocking, well under a second). Returns the warnings.
+    """
+    warnings = require_usable_daemon_json(
+        argv, agent_options=agent_options, version=version, default_file=default_file
+    )
+    path, _given = config_file_of(argv, default_file)
+    if not supports_validate(version) or not path.is_file():
+        return warnings
+    found = validate_with_dockerd(for_validation(argv), run=run) or []
+    errors = [f for f in found if f.severity is Severity.ERROR]
+    if errors:
+        first = errors[0]
+        line = first.data.get("line") if first.data else None
+        raise ConfigError(
+            key="(dockerd --validate)",
+            value=str(path),
+            source=str(path),
+            reason=first.message + (f' (dockerd said: "{line}")' if line else ""),
+            remedy=first.remedy,
+        )
+    return warnings

@@ -464,6 +464,17 @@ def _rlimit(m: re.Match[str]) -> tuple[str, str, dict[str, str]]:
     )
 
 
+def _cannot_run(m: re.Match[str]) -> tuple[str, str, dict[str, str]]:
+    program = m["program"]
+    return (
+        f"the dockerd executable {program} cannot be run ({m['error'].strip()})",
+        "install dockerd (Debian: apt-get install docker.io) or point --dockerd-binary"
+        " (DIND_SUPERVISOR_DOCKERD_BINARY) at it; in a container, check that nothing mounts"
+        " over the folder it is in",
+        {"program": program},
+    )
+
+
 def _go_crash(m: re.Match[str]) -> tuple[str, str, dict[str, str]]:
     return (
         f"dockerd crashed: {m['error'].strip()}",
@@ -562,6 +573,8 @@ RULES: tuple[Rule, ...] = (
           C.RUNTIME, False, _rlimit),
     _rule("failed_to_start", r"failed to start daemon[:,] (?P<error>.+)$", C.UNKNOWN, True,
           _failed_to_start),
+    _rule("cannot_run", r"^dind-supervisor policy: cannot run (?P<program>\S+): (?P<error>.+)$",
+          C.CONFIG, True, _cannot_run),
     _rule("go_crash", r"^(?:panic|fatal error): (?P<error>.+)$", C.UNKNOWN, True, _go_crash),
 )  # fmt: skip
 

@@ -30,6 +30,7 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from supervisor.config import PRIVATE_SOCKET, Config
@@ -105,6 +106,31 @@ def build_argv(
     if mtu and not user_sets(user, "--mtu"):
         argv.append(f"--mtu={mtu}")
     return argv + list(extra) + user
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfigView:
+    """dockerd's argv as the agent will build it, for checking its configuration first."""
+
+    argv: list[str]
+    agent_options: frozenset[str]  # long names of the options the agent adds
+    default_file: Path  # the daemon.json dockerd reads without --config-file
+
+
+def config_view(config: Config, env: Mapping[str, str]) -> ConfigView:
+    """What dockerd will be given (the held sockets aside: ``--host`` either way)."""
+    from supervisor.dockerd_flags import DEFAULT_CONFIG_FILE, options_in
+    from supervisor.network import detect_mtu
+
+    tls = TlsFiles.of(config.tls.certdir, "server") if config.tls_enabled else None
+    mtu = config.dockerd.mtu or (config.rootless.mtu if config.rootless_on else detect_mtu())
+    argv = build_argv(config, tls=tls, mtu=mtu)
+    default_file = DEFAULT_CONFIG_FILE
+    if config.rootless_on:  # rootless dockerd reads the user's own file
+        base = env.get("XDG_CONFIG_HOME") or str(Path(env.get("HOME", "/")) / ".config")
+        default_file = Path(base) / "docker" / "daemon.json"
+    return ConfigView(argv=argv, default_file=default_file,
+                      agent_options=options_in(argv[1:]) - options_in(config.dockerd.args))
 
 
 def _pidfd(pid: int) -> int | None:

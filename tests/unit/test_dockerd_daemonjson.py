@@ -336,3 +336,111 @@ def test_validate_silent_failure_is_still_a_finding() -> None:
     findings = validate_with_dockerd(["dockerd"], run=FakeDockerd(1, ""))
     assert findings is not None
     assert "exit code 1" in findings[0].message
+
+
+# Storage drivers ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("driver", ["overlay2", "vfs", "fuse-overlayfs", "btrfs", "zfs"])
+def test_known_storage_drivers_pass(tmp_path: Path, driver: str) -> None:
+    """Every graph driver of dockerd 20.10 to 26 is accepted."""
+    path = write(tmp_path, json.dumps({"storage-driver": driver}))
+    assert require_usable_daemon_json(argv_for(path), agent_options=AGENT) == []
+
+
+def test_unknown_storage_driver_names_key_value_and_drivers(tmp_path: Path) -> None:
+    """dockerd would only say 'driver not supported'; the check names the key and the choices."""
+    path = write(tmp_path, '{"storage-driver": "bogus"}')
+    with pytest.raises(ConfigError) as raised:
+        require_usable_daemon_json(argv_for(path), agent_options=AGENT)
+    error = raised.value
+    assert (error.key, error.value, error.source) == ("storage-driver", "bogus", str(path))
+    assert "overlay2" in error.reason
+    assert error.remedy is not None
+    assert error.exit_code == EXIT_USAGE
+
+
+def test_unknown_storage_driver_as_flag(tmp_path: Path) -> None:
+    """-s bogus after -- is refused the same way, naming the flag."""
+    path = write(tmp_path, "{}")
+    with pytest.raises(ConfigError) as raised:
+        require_usable_daemon_json(argv_for(path, "-s", "bogus"), agent_options=AGENT)
+    assert (raised.value.key, raised.value.source) == ("--storage-driver", "dockerd arguments")
+
+
+def test_removed_drivers_depend_on_the_version(tmp_path: Path) -> None:
+    """aufs is a driver of 20.10 and unknown to 26.1; unknown version: accepted."""
+    path = write(tmp_path, '{"storage-driver": "aufs"}')
+    assert require_usable_daemon_json(argv_for(path), version=(20, 10)) == []
+    assert require_usable_daemon_json(argv_for(path)) == []
+    with pytest.raises(ConfigError, match=r"removed in dockerd 24\.0"):
+        require_usable_daemon_json(argv_for(path), version=(26, 1))
+
+
+@pytest.mark.parametrize("extra", [{"experimental": True},
+                                   {"features": {"containerd-snapshotter": True}}])
+def test_other_driver_names_are_not_judged_where_dockerd_may_take_them(
+    tmp_path: Path, extra: dict[str, object]
+) -> None:
+    """Graph driver plugins (experimental) and containerd snapshotters have other names."""
+    path = write(tmp_path, json.dumps({"storage-driver": "overlayfs", **extra}))
+    assert require_usable_daemon_json(argv_for(path), agent_options=AGENT) == []
+
+
+# Before dockerd's spawn ----------------------------------------------------------------------
+
+CAPTURED_26 = (FIXTURES / "dockerd_lines" / "26.1.txt").read_text()
+
+
+def test_for_validation_drops_the_tls_files_only() -> None:
+    """The certificates may not exist yet at the launch; everything else is validated."""
+    argv = ["dockerd", *AGENT_PART, "-H", "unix:///x.sock", "--config-file", "/d.json"]
+    assert preflight_argv(argv) == [
+        "dockerd", "--host=unix:///var/run/docker.sock", "--host=tcp://0.0.0.0:2376",
+        "--data-root=/var/lib/docker", "--exec-root=/var/run/docker",
+        "--pidfile=/var/run/docker.pid", "--live-restore", "--mtu=1450", "-H=unix:///x.sock",
+        "--config-file=/d.json"]
+
+
+def preflight_argv(argv: Sequence[str]) -> list[str]:
+    from supervisor.dockerd.daemonjson import for_validation
+
+    return for_validation(argv)
+
+
+def test_preflight_runs_validate_on_23_and_later_only(tmp_path: Path) -> None:
+    """dockerd 26.1's own refusal (a type error no static check sees) is exit 2 naming the
+    key; dockerd 20.10 is not asked; no file, nothing to validate."""
+    from supervisor.dockerd.daemonjson import preflight
+
+    path = write(tmp_path, '{"debug": "yes"}')
+    line = next(x for x in CAPTURED_26.splitlines() if "Config.CommonConfig.debug" in x
+                or "debug of type bool" in x)
+    calls: list[list[str]] = []
+
+    def run(argv: Sequence[str]) -> tuple[int, str]:
+        calls.append(list(argv))
+        return 1, line.replace("/etc/docker/daemon.json", str(path)) + "\n"
+
+    assert preflight(argv_for(path), agent_options=AGENT, version=(20, 10), run=run) == []
+    assert calls == []
+    with pytest.raises(ConfigError) as raised:
+        preflight(argv_for(path), agent_options=AGENT, version=(26, 0), run=run)
+    assert calls[0][:2] == ["dockerd", "--validate"]
+    assert not any(arg.startswith("--tls") for arg in calls[0])
+    assert "`debug`" in raised.value.reason
+    assert "dockerd said" in raised.value.reason
+    assert raised.value.exit_code == EXIT_USAGE
+    calls.clear()
+    missing = tmp_path / "none.json"
+    assert preflight(argv_for(missing)[:-1], version=(26, 0), run=run,
+                     default_file=missing) == []
+    assert calls == []
+
+
+def test_rootless_default_file(tmp_path: Path) -> None:
+    """Without --config-file the file is the one dockerd reads by default, given by the caller."""
+    path = write(tmp_path, '{"hosts": []}')
+    with pytest.raises(ConfigError, match="hosts"):
+        require_usable_daemon_json(["dockerd", "--host=unix:///x"], agent_options={"host"},
+                                   default_file=path)
