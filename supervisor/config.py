@@ -34,10 +34,18 @@ CONFIG_ENV = "DIND_SUPERVISOR_CONFIG"
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2,
+               "g": 1000**3, "gb": 1000**3, "t": 1000**4, "tb": 1000**4, "kib": 1024,
+               "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.I)
 
 
 def _duration(default: float, help_text: str) -> Any:
     return field(default=default, metadata={"duration": True, "help": help_text})
+
+
+def _size(default: int, help_text: str) -> Any:
+    return field(default=default, metadata={"size": True, "help": help_text})
 
 
 def _opt(default: Any, help_text: str) -> Any:
@@ -168,6 +176,14 @@ class DataRootConfig:
     gc_high: float = _opt(0.85, "start garbage collection above this used fraction")
     gc_low: float = _opt(0.80, "stop garbage collection below this used fraction")
     gc_interval: float = _duration(60.0, "how often disk usage is checked for garbage collection")
+    min_free: int = _size(
+        256 * 1024**2, "free space the data root needs before dockerd starts ('256MiB', '2GiB')"
+    )
+    min_free_inodes: int = _opt(1000, "free inodes the data root needs before dockerd starts")
+    low_space: str = _opt(
+        "refuse", "below min_free: refuse to start (exit 2) or warn and start dockerd anyway;"
+        " with gc_enabled the agent always starts dockerd and prunes"
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -309,6 +325,30 @@ def parse_duration(value: object) -> float:
     return seconds
 
 
+def parse_size(value: object) -> int:
+    """Bytes from a number or a string such as ``512MiB``, ``2GiB``, ``1.5G`` (decimal units
+    without ``i``, as df -H)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size, got a boolean")
+    if isinstance(value, int):
+        number, unit = float(value), ""
+    elif isinstance(value, str) and (match := _SIZE_RE.match(value)):
+        number, unit = float(match.group(1)), match.group(2).lower()
+    else:
+        raise ValueError("expected a size such as 1073741824, '512MiB' or '2GiB'")
+    if unit not in _SIZE_UNITS:
+        raise ValueError(f"unknown unit {unit!r}: use B, KiB, MiB, GiB, TiB (or KB, MB, GB, TB)")
+    return int(number * _SIZE_UNITS[unit])
+
+
+def format_size(size: int) -> str:
+    """The largest binary unit that divides the size: 256MiB, 2GiB; else bytes."""
+    for unit, factor in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
 def _parse_bool(value: object) -> bool:
     if isinstance(value, bool):
         return value
@@ -328,6 +368,8 @@ def _coerce(section: str, key: str, value: object) -> object:
     kind = field_type(section, key)
     if meta.get("duration"):
         return parse_duration(value)
+    if meta.get("size"):
+        return parse_size(value)
     if kind is bool:
         return _parse_bool(value)
     if kind is int:
@@ -554,6 +596,10 @@ def _validate(config: Config) -> None:
         )
     if config.dataroot.gc_interval <= 0:
         fail("dataroot", "gc_interval", config.dataroot.gc_interval, "must be above 0")
+    if config.dataroot.min_free_inodes < 0:
+        fail("dataroot", "min_free_inodes", config.dataroot.min_free_inodes, "must be 0 or more")
+    if config.dataroot.low_space not in ("refuse", "warn"):
+        fail("dataroot", "low_space", config.dataroot.low_space, "must be refuse or warn")
     if config.prepare.enabled not in ("auto", "true", "false"):
         fail("prepare", "enabled", config.prepare.enabled, "must be auto, true or false")
     if config.prepare.iptables not in ("auto", "legacy", "nft", "off"):
@@ -765,6 +811,7 @@ _METAVARS = {
     ("tls", "key_type"): "|".join(_KEY_TYPES),
     ("tls", "client_key_mode"): "OCTAL",
     ("prepare", "enabled"): "auto|true|false",
+    ("dataroot", "low_space"): "refuse|warn",
     ("prepare", "iptables"): "auto|legacy|nft|off",
     ("rootless", "enabled"): "auto|true|false",
     ("rootless", "net"): "auto|slirp4netns|vpnkit|...",
@@ -786,6 +833,8 @@ def metavar(section: str, key: str) -> str:
     kind = field_type(section, key)
     if meta.get("duration"):
         return "DURATION"
+    if meta.get("size"):
+        return "SIZE"
     if meta.get("raw"):
         return "VALUE"
     if kind is int:
@@ -813,6 +862,8 @@ def shown_default(section: str, key: str) -> str:
         return "true" if value else "false"
     if f.metadata.get("duration"):
         return format_duration(float(value))
+    if f.metadata.get("size"):
+        return format_size(int(value))
     if isinstance(value, float):
         return f"{value:.4g}"
     if value in ("", ()):

@@ -89,9 +89,31 @@ class DataRootError(SupervisorError):
 
     exit_code = EXIT_USAGE
 
-    def __init__(self, message: str, *, path: str, remedy: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, path: str, remedy: str | None = None, no_space: bool = False
+    ) -> None:
         self.path = path
+        self.no_space = no_space  # a write failed with ENOSPC (or EDQUOT)
         super().__init__(message, remedy=remedy)
+
+
+class DataRootFullError(DataRootError):
+    """The data root's filesystem has too little room to start dockerd on."""
+
+    def __init__(
+        self, *, path: str, free_bytes: int, free_inodes: int, min_free: int,
+        min_free_inodes: int, shortage: str, remedy: str,
+    ) -> None:
+        self.free_bytes = free_bytes
+        self.free_inodes = free_inodes
+        self.min_free = min_free
+        self.min_free_inodes = min_free_inodes
+        super().__init__(
+            f"data root {path} is (nearly) full: {shortage}; dockerd is not started (its"
+            " containerd would time out writing its metadata, and nothing else could free it)",
+            path=path,
+            remedy=remedy,
+        )
 
 
 class DataRootLockedError(DataRootError):

@@ -178,10 +178,10 @@ def launch(
         stop_timeout=config.dockerd.stop_timeout,
     )
     http_socket = _bind_http(config)
-    # 2. The data root: ours alone, with room to work.
+    # 2. The data root: with room to work (nothing written there before), and ours alone.
     data_root = Path(config.dockerd.data_root)
+    disk = _check_disk(config, log, takeover=takeover)
     lock, previous = _take_data_root(config, depositor, inherited, takeover)
-    disk = _check_disk(config, log)
     # 3. The policy, for the agent now and dockerd at its spawn.
     planned, deviations = _apply_policy(policy, log, under_init)
     milestones = {"agent_started": started}
@@ -324,13 +324,32 @@ def _take_data_root(
     return lock, previous
 
 
-def _check_disk(config: Config, log: EarlyLog) -> DiskFigures | None:
+def _check_disk(config: Config, log: EarlyLog, *, takeover: bool) -> DiskFigures | None:
+    """The data root's room: a (nearly) full filesystem is refused (DataRootFullError, exit
+    2) unless dockerd already runs (a takeover), GC may free it once dockerd runs, or the
+    user asked for a warning only."""
+    from supervisor.dataroot.disk import existing_ancestor, low_space, refuse_low_space
+
+    settings = config.dataroot
+    where = existing_ancestor(Path(config.dockerd.data_root))
     try:
-        return disk_figures(Path(config.dockerd.data_root))
+        figures = disk_figures(where)
     except OSError as exc:
-        log.warning("data_root_statvfs_failed", path=str(config.dockerd.data_root),
-                    error=exc.strerror or str(exc))
+        log.warning("data_root_statvfs_failed", path=str(where), error=exc.strerror or str(exc))
         return None
+    if takeover or settings.gc_enabled or settings.low_space == "warn":
+        shortage = low_space(figures, min_free=settings.min_free,
+                             min_free_inodes=settings.min_free_inodes)
+        if shortage is not None:
+            why = ("dockerd runs already" if takeover else "gc_enabled: the agent prunes once"
+                   " dockerd is ready" if settings.gc_enabled else "low_space = warn")
+            log.warning("data_root_low_space", path=str(config.dockerd.data_root),
+                        shortage=shortage, starting_anyway=why,
+                        free_bytes=figures.free_bytes, free_inodes=figures.free_inodes)
+        return figures
+    refuse_low_space(Path(config.dockerd.data_root), figures, min_free=settings.min_free,
+                     min_free_inodes=settings.min_free_inodes)
+    return figures
 
 
 def _apply_policy(

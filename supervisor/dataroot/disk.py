@@ -102,6 +102,26 @@ def low_space(figures: DiskFigures, *, min_free: int, min_free_inodes: int) -> s
     return "; ".join(short) or None
 
 
+def refuse_low_space(
+    path: Path, figures: DiskFigures, *, min_free: int, min_free_inodes: int
+) -> None:
+    """Raise DataRootFullError when ``low_space`` finds too little room (exit 2)."""
+    from supervisor.errors import DataRootFullError
+
+    shortage = low_space(figures, min_free=min_free, min_free_inodes=min_free_inodes)
+    if shortage is None:
+        return
+    raise DataRootFullError(
+        path=str(path), free_bytes=figures.free_bytes, free_inodes=figures.free_inodes,
+        min_free=min_free, min_free_inodes=min_free_inodes, shortage=shortage,
+        remedy=f"free space on the filesystem of {path} (remove unused images, containers and"
+        " volumes, e.g. `docker system prune` from a container sharing the volume, or delete"
+        " files) or give the volume more room; or lower the threshold ([dataroot] min_free,"
+        " min_free_inodes: --dataroot-min-free), start anyway with [dataroot] low_space ="
+        ' "warn", or let the agent prune once dockerd runs with [dataroot] gc_enabled = true',
+    )
+
+
 # Below these, writes fail with ENOSPC: whatever failed there, the full disk explains it.
 FULL_FREE_BYTES = 16 * 1024 * 1024
 FULL_FREE_INODES = 64

@@ -180,6 +180,11 @@ def acquire(
         if foreign is None:
             _record_holder(fd, holder, data_root)
     except BaseException:
+        # A lock file this call created and could not fill (a full disk) goes, rather
+        # than stay behind empty; still holding the lock, nobody else can be writing it.
+        with contextlib.suppress(OSError):
+            if os.fstat(fd).st_size == 0:
+                lock_path.unlink()
         lock.release()
         raise
     if foreign is not None:
@@ -204,12 +209,16 @@ def _record_holder(fd: int, holder: Holder, data_root: Path) -> None:
         os.pwrite(fd, data, 0)
         os.ftruncate(fd, len(data))
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            what = "the disk is full (no space left on device)"
+            remedy = ("free space on the data root's filesystem (df -h, df -i, docker system"
+                      " prune) or give the volume more room")
+        else:
+            what = exc.strerror or str(exc)
+            remedy = "the data root must be writable by the agent"
         raise DataRootError(
-            f"cannot write the lock record in {data_root}: {exc.strerror}",
-            path=str(data_root),
-            remedy="free space on the data root's filesystem (df -h, docker system prune)"
-            if exc.errno == errno.ENOSPC
-            else "the data root must be writable by the agent",
+            f"cannot write the lock record in {data_root}: {what}", path=str(data_root),
+            remedy=remedy, no_space=exc.errno in (errno.ENOSPC, errno.EDQUOT),
         ) from None
 
 
@@ -231,10 +240,13 @@ def _open_lock_file(lock_path: Path) -> int:
     try:
         return os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
     except OSError as exc:
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
         raise DataRootError(
-            f"cannot open lock file {lock_path}: {exc.strerror}",
+            f"cannot open lock file {lock_path}: {exc.strerror}"
+            + (" (the filesystem has no free inode or block left)" if full else ""),
             path=str(lock_path.parent),
-            remedy="the data root must be writable by the agent",
+            remedy="free space and inodes on the data root's filesystem (df -h, df -i)" if full
+            else "the data root must be writable by the agent",
         ) from exc
 
 
@@ -379,10 +391,15 @@ def _write_durably(path: Path, data: bytes) -> None:
     try:
         replace_file(path, data)
     except OSError as exc:
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
         raise DataRootError(
-            f"cannot write {path}: {exc.strerror}",
+            f"cannot write {path}: {exc.strerror}"
+            + (" (the data root's filesystem is full)" if full else ""),
             path=str(path.parent),
-            remedy="the data root must be writable by the agent (read-only volume? full disk?)",
+            remedy="free space on the data root's filesystem (df -h, df -i, docker system"
+            " prune) or give the volume more room" if full
+            else "the data root must be writable by the agent (read-only volume?)",
+            no_space=full,
         ) from exc
 
 

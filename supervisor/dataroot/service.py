@@ -43,6 +43,7 @@ from supervisor.dataroot import (
     run_gc,
 )
 from supervisor.dataroot.preflight import preflight
+from supervisor.errors import DataRootError
 from supervisor.findings import Finding, Severity
 from supervisor.logs import get_logger
 from supervisor.metrics import (
@@ -129,7 +130,17 @@ class DataRootService:
             self.unclean_previous_stop = unclean.as_log()
             self._metrics.unclean_shutdowns.inc()
             self._log.warning("unclean_shutdown_detected", **unclean.as_log())
-        begin_run(self.path, now, pid=os.getpid(), host=socket.gethostname())
+        try:
+            begin_run(self.path, now, pid=os.getpid(), host=socket.gethostname())
+        except DataRootError as exc:
+            if not exc.no_space:
+                raise
+            # The launch let a full disk through (gc_enabled, low_space = warn): dockerd
+            # gets its chance to start and be pruned; only this run's record is missing.
+            self._log.warning("run_not_recorded", path=str(self.path), error=exc.message,
+                              remedy=exc.remedy, consequence="an unclean stop of this run"
+                              " will not be detected at the next start")
+            return
         self._run_begun = True
 
     async def before_spawn(self) -> None:

@@ -373,3 +373,88 @@ def test_gc_on_a_small_tmpfs_prunes_below_low_mark(tmp_path: Path) -> None:
     assert result["after"] < 0.60
     assert result["reclaimed"] == 3 * 1024 * 1024
     assert result["in_use_left"]
+
+
+LOCK_ON_FULL_DISK = """
+import json, os, subprocess, sys
+from datetime import UTC, datetime
+from pathlib import Path
+from supervisor.dataroot import LOCK_NAME, acquire
+from supervisor.errors import DataRootError
+
+image, root = sys.argv[1], Path(sys.argv[2])
+subprocess.run(["mount", "-o", "loop", image, str(root)], check=True)
+
+def fill():
+    fd = os.open(root / "fill", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    for chunk in (65536, 4096, 1024, 1):  # down to the last byte of the last block
+        try:
+            while True:
+                os.write(fd, b"x" * chunk)
+        except OSError as exc:
+            assert exc.errno == 28, exc
+    os.close(fd)
+
+def attempt(pid):
+    try:
+        lock = acquire(root, host="full", now=datetime.now(UTC), pid=pid,
+                       check_daemon_locks=False)
+    except DataRootError as exc:
+        return {"error": exc.message, "remedy": exc.remedy, "no_space": exc.no_space}
+    lock.release()
+    return {"error": None}
+
+out = {}
+# 1. A lock record from an earlier run, then the disk fills up: a new holder's record,
+#    longer than the old one, is written whole over it (no truncation, no empty file).
+(root / LOCK_NAME).write_text(json.dumps({"pid": 7, "host": "x", "since": "y"}) + "\\n")
+fill()
+out["free_bytes"] = os.statvfs(root).f_bavail
+out["rewrite"] = attempt(123456789)
+out["record"] = (root / LOCK_NAME).read_text()
+# 2. No lock file yet on the full disk: refused as a full disk, and no empty file left.
+(root / LOCK_NAME).unlink()
+fill()  # the old record's block too
+out["new"] = attempt(42)
+out["left"] = sorted(os.listdir(root))
+# 3. Every inode used: the lock file cannot even be created.
+(root / "fill").unlink()
+for index in range(10000):
+    try:
+        (root / f"i{index}").touch()
+    except OSError as exc:
+        assert exc.errno == 28, exc
+        break
+out["inodes"] = attempt(43)
+print(json.dumps(out))
+"""
+
+
+def test_lock_file_on_a_full_disk_is_never_left_empty_or_truncated(tmp_path: Path) -> None:
+    """A real ext4 filled up (ENOSPC): an existing record is replaced whole by a longer one; a
+    lock file that cannot be written is removed, not left empty; no inode is a full disk too."""
+    image = tmp_path / "small.img"
+    with image.open("wb") as handle:
+        handle.truncate(2 * 1024 * 1024)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", "-N", "64", "-O", "^has_journal",
+                    str(image)], check=True)
+    mnt = tmp_path / "docker"
+    mnt.mkdir()
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", sys.executable, "-c",
+         LOCK_ON_FULL_DISK, str(image), str(mnt)],
+        capture_output=True, cwd=REPO, env=_env(), timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    out = json.loads(done.stdout)
+    assert out["free_bytes"] == 0
+    assert out["rewrite"] == {"error": None}
+    record = json.loads(out["record"])
+    assert record["pid"] == 123456789
+    assert record["host"] == "full"
+    assert out["new"].get("no_space") is True, out
+    assert "the disk is full" in out["new"]["error"]
+    assert "df -h" in out["new"]["remedy"]
+    assert ".dind-supervisor.lock" not in out["left"]
+    assert "no free inode" in out["inodes"]["error"]
+    assert not list(mnt.iterdir())  # the mounts died with the namespace

@@ -496,3 +496,34 @@ def test_non_finite_number_rejected(number: str) -> None:
         load(env={"DIND_SUPERVISOR_RESTART_BACKOFF_FACTOR": number})
     assert info.value.key == "restart.backoff_factor"
     assert "DIND_SUPERVISOR_RESTART_BACKOFF_FACTOR" in str(info.value)
+
+
+@pytest.mark.parametrize(("text", "size"), [
+    (1024, 1024), ("256MiB", 256 * 2**20), ("2GiB", 2 * 2**30), ("1.5G", 1_500_000_000),
+    ("512 mb", 512_000_000), ("100", 100), ("4KiB", 4096),
+])
+def test_parse_size_accepts(text: object, size: int) -> None:
+    """Sizes in bytes, binary (KiB..TiB) or decimal (K..T, KB..TB) units."""
+    from supervisor.config import parse_size
+
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("value", [True, "lots", "5 parsecs", -1.5, ""])
+def test_parse_size_rejects(value: object) -> None:
+    from supervisor.config import parse_size
+
+    with pytest.raises(ValueError, match=r"size|unit"):
+        parse_size(value)
+
+
+def test_low_space_settings_from_env_and_their_errors() -> None:
+    """min_free takes a size from the environment; low_space only refuse or warn."""
+    config = load(env={"DIND_SUPERVISOR_DATAROOT_MIN_FREE": "2GiB",
+                       "DIND_SUPERVISOR_DATAROOT_LOW_SPACE": "warn"})
+    assert config.dataroot.min_free == 2 * 2**30
+    assert config.dataroot.low_space == "warn"
+    with pytest.raises(ConfigError, match="DIND_SUPERVISOR_DATAROOT_LOW_SPACE"):
+        load(env={"DIND_SUPERVISOR_DATAROOT_LOW_SPACE": "maybe"})
+    with pytest.raises(ConfigError, match=r"dataroot\.min_free"):
+        load(env={"DIND_SUPERVISOR_DATAROOT_MIN_FREE": "lots"})

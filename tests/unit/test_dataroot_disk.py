@@ -178,3 +178,62 @@ def test_gc_measures_progress_with_statvfs_not_dockers_figure() -> None:
     result = anyio.run(run_gc, docker, docker.figures, 0.85, 0.80)
     assert docker.calls == ["build_cache", "dangling"]
     assert result.after.used_fraction == pytest.approx(0.7)
+
+
+# A (nearly) full data root -----------------------------------------------------------------
+
+
+def space(free: int, free_inodes: int, size: int = 10 * 2**30, inodes: int = 10**6
+            ) -> DiskFigures:
+    return DiskFigures(size_bytes=size, free_bytes=free, inodes=inodes, free_inodes=free_inodes,
+                       used_fraction=1 - free / size if size else 0.0)
+
+
+def test_low_space_names_bytes_and_inodes_against_their_thresholds() -> None:
+    """Below either threshold is a shortage, each told with its figure and the need."""
+    from supervisor.dataroot.disk import low_space
+
+    assert low_space(space(2**30, 5000), min_free=2**28, min_free_inodes=1000) is None
+    text = low_space(space(3 * 2**20, 12), min_free=2**28, min_free_inodes=1000)
+    assert text is not None
+    assert "3.0 MiB free of 10.0 GiB" in text
+    assert "below the 256.0 MiB needed" in text
+    assert "12 free inodes of 1000000, below the 1000 needed" in text
+    # btrfs has no inode table (0 inodes): never short of them.
+    assert low_space(space(2**30, 0, inodes=0), min_free=2**28, min_free_inodes=10) is None
+
+
+def test_refusal_is_exit_2_with_path_figures_threshold_and_remedies() -> None:
+    """DataRootFullError carries the figures; its remedy names the settings that change it."""
+    from supervisor.dataroot.disk import refuse_low_space
+    from supervisor.errors import DataRootFullError
+
+    with pytest.raises(DataRootFullError) as raised:
+        refuse_low_space(Path("/var/lib/docker"), space(0, 5000), min_free=2**28,
+                         min_free_inodes=1000)
+    error = raised.value
+    assert error.exit_code == 2
+    assert (error.free_bytes, error.min_free) == (0, 2**28)
+    assert "data root /var/lib/docker is (nearly) full: 0 B free" in error.message
+    assert error.remedy is not None
+    for setting in ("min_free", "low_space", "gc_enabled", "docker system prune"):
+        assert setting in error.remedy
+
+
+def test_full_figures_only_when_writes_would_fail() -> None:
+    """A few MiB left is full (ENOSPC is near); a GiB is not, whatever the threshold."""
+    from supervisor.dataroot.disk import full_figures
+
+    assert full_figures(space(2**30, 5000), Path("/d")) is None
+    text = full_figures(space(2**20, 5000), Path("/d"))
+    assert text is not None
+    assert text.startswith("/d: 1.0 MiB and 5000 inodes free")
+    assert full_figures(space(2**30, 3), Path("/d")) is not None
+
+
+def test_existing_ancestor_finds_the_filesystem_of_a_new_data_root(tmp_path: Path) -> None:
+    """A data root not made yet is judged by the folder it will be made in."""
+    from supervisor.dataroot.disk import existing_ancestor
+
+    assert existing_ancestor(tmp_path / "a" / "b") == tmp_path
+    assert existing_ancestor(tmp_path) == tmp_path
