@@ -86,7 +86,7 @@ class Agent:
         self.policy = PolicyService(
             config, metrics, policy=launched.policy, plan=launched.plan,
             deviations=launched.deviations, under_init=launched.under_init,
-            dockerd_pid=dockerd_own_pid,
+            dockerd_pid=dockerd_own_pid, host_config=self.api.container_host_config,
         )
         launched.spawner.observers += [self.policy.observe_line, self.daemon.observe_line]
         self.signals = SignalReceiver(self._on_signal)

@@ -122,6 +122,16 @@ class DockerApi:
         result = await self._call(self.docker.system.info)
         return dict(result)
 
+    async def container_host_config(self, container_id: str) -> dict[str, Any]:
+        """GET /containers/{id}/json's HostConfig: what the container asked for."""
+        docker = self.docker
+
+        async def inspect() -> Any:
+            return await docker._query_json(f"containers/{container_id}/json")
+
+        result = await self._call(inspect)
+        return dict((result or {}).get("HostConfig") or {})
+
     async def stop_running_containers(self) -> int:
         """Stop every running container in parallel, each with its own stop timeout.
 

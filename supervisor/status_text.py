@@ -144,6 +144,13 @@ def _policy(doc: Mapping[str, Any]) -> list[str]:
     if policy.get("runtime_errors"):
         lines.append(_line("", f"rlimit errors seen in dockerd's output: "
                                f"{policy['runtime_errors']}"))
+        last = policy.get("last_runtime_error") or {}
+        if last.get("message"):
+            container = last.get("container_id")
+            which = f" (container {str(container)[:12]})" if container else ""
+            lines.append(_line("", f"  last{which}: {last['message']}"))
+        if last.get("remedy"):
+            lines.append(_line("", f"  remedy: {last['remedy']}"))
     lines.extend(_line("", f"not applied: {item}") for item in policy.get("deviations") or [])
     return lines
 

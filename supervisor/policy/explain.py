@@ -33,6 +33,7 @@ from supervisor.policy.limits import (
     format_pair,
     format_value,
 )
+from supervisor.policy.placement import Placement
 from supervisor.policy.plan import (
     docker_ulimit,
     hard_limit_remedy,
@@ -90,16 +91,23 @@ class RuntimeLimitError:
 
 
 def explain_runtime_error(
-    line: str, *, proc_root: str | Path = "/proc", dockerd_pid: int | None = None
+    line: str, *, proc_root: str | Path = "/proc", dockerd_pid: int | None = None,
+    requested: str | None = None, placement: Placement | None = None,
 ) -> RuntimeLimitError | None:
-    """Decode one of dockerd's log lines, or None when it is not a policy error."""
+    """Decode one of dockerd's log lines, or None when it is not a policy error.
+
+    runc does not print the value a container asked for: the caller may know it
+    (``requested``, ``SOFT:HARD`` from the container's HostConfig) and where the
+    agent runs (``placement``), which the remedy then speaks of.
+    """
     container = _CONTAINER.search(line)
     container_id = container.group(1) if container else None
     if match := _WRAPPER_REFUSED.search(line):
         return _from_wrapper(match)
     if match := _RLIMIT_ERROR.search(line):
         return _rlimit(int(match.group(1)), match.group(2).lower(), container_id,
-                       proc_root, dockerd_pid)  # fmt: skip
+                       proc_root, dockerd_pid, requested=requested,
+                       placement=placement)  # fmt: skip
     if _OOM_WRITE.search(line):
         return _oom(container_id, proc_root, dockerd_pid, certain=True)
     if _OOM_PROBABLE.search(line) and not _has_cap_sys_resource(proc_root, dockerd_pid):
@@ -125,7 +133,8 @@ def _has_cap_sys_resource(proc_root: str | Path, pid: int | None) -> bool:
 
 
 def _rlimit(
-    number: int, error: str, container_id: str | None, proc_root: str | Path, pid: int | None
+    number: int, error: str, container_id: str | None, proc_root: str | Path, pid: int | None,
+    *, requested: str | None = None, placement: Placement | None = None,
 ) -> RuntimeLimitError:
     rlimit = BY_NUMBER.get(number)
     name = rlimit.name if rlimit else f"type{number}"
@@ -139,23 +148,25 @@ def _rlimit(
     else:
         hard = found[1] if found else None
         limit = f"dockerd's {format_value(hard)}" if hard is not None else "dockerd's"
+        asked = f" ({requested})" if requested else ""
         message = (
-            f"runc could not set {what} for a container: it asked for a hard limit"
+            f"runc could not set {what} for a container: it asked for a hard limit{asked}"
             f" above {limit}"
         )
         if rlimit is NOFILE and hard is not None and hard >= probe.read_nr_open(proc_root):
             remedy = nr_open_remedy(None, hard)
         elif rlimit is not None and hard is not None:
             most = _most(rlimit, probe.read_nr_open(proc_root))
+            wanted = _hard_of(requested) or most
             remedy = (
-                f"run the container with {docker_ulimit(rlimit, hard, hard)} or less, or"
-                f" {outer_remedy(rlimit, most, most)}"
+                f"run the container with {docker_ulimit(rlimit, hard, hard)} or less, or let"
+                f" dockerd have more: {outer_remedy(rlimit, wanted, wanted, placement)}"
             )
         else:
             remedy = "ask for less, or raise the limit in the outer runtime (--ulimit)"
         message += ", and nothing in this container has CAP_SYS_RESOURCE to raise it"
     return RuntimeLimitError(
-        kind="rlimit", resource=name, rlimit_type=number, error=error, requested=None,
+        kind="rlimit", resource=name, rlimit_type=number, error=error, requested=requested,
         limit_found=limit_text, container_id=container_id, certain=True, message=message,
         remedy=remedy,
     )  # fmt: skip
@@ -198,6 +209,18 @@ def _from_wrapper(match: re.Match[str]) -> RuntimeLimitError:
         remedy=f"lower {key}; the plan expected the kernel to allow it, so the outer"
         " limits changed since the agent looked (report it if they did not)",
     )  # fmt: skip
+
+
+def _hard_of(requested: str | None) -> int | None:
+    """The hard part of ``SOFT:HARD`` as docker writes it (-1: unlimited)."""
+    if not requested:
+        return None
+    hard = requested.rpartition(":")[2]
+    try:
+        value = int(hard)
+    except ValueError:
+        return None
+    return INFINITY if value < 0 else value
 
 
 def _most(rlimit: Rlimit, nr_open: int) -> int:

@@ -16,6 +16,7 @@ from typing import Any
 from supervisor.errors import PolicyError
 from supervisor.findings import Finding, Severity
 from supervisor.policy.limits import INFINITY, NOFILE, Rlimit, format_pair, format_value
+from supervisor.policy.placement import Placement, raise_limit_remedy
 from supervisor.policy.spec import PROCESSES, Mode, Policy
 
 
@@ -143,8 +144,17 @@ def docker_ulimit(rlimit: Rlimit, soft: int, hard: int) -> str:
     return f"--ulimit {rlimit.name}={one(soft)}:{one(hard)}"
 
 
-def outer_remedy(rlimit: Rlimit, soft: int, hard: int) -> str:
-    """How to give this container a higher hard limit from outside."""
+def outer_remedy(
+    rlimit: Rlimit, soft: int, hard: int, placement: Placement | None = None
+) -> str:
+    """How to give this container a higher hard limit from outside; said for where the
+    agent runs when that is known (``placement.detect``), else for each place."""
+    if placement is not None:
+        def one(value: int) -> str:
+            return "unlimited" if value >= INFINITY else str(value)
+
+        return raise_limit_remedy(placement, rlimit.name, one(soft), one(hard),
+                                  docker_ulimit(rlimit, soft, hard))
     return (
         f"start this container with {docker_ulimit(rlimit, soft, hard)} (under systemd:"
         f" Limit{rlimit.name.upper()}= in the unit; Kubernetes has no per-pod ulimit: set"

@@ -6,16 +6,19 @@ dockerd gets its values from the exec wrapper, so containerd and every
 container inherit them from their first instruction. This part counts what
 could not be applied, exports what each process has (from /proc, at scrape
 time), and watches dockerd's output for runc's refusals: each is logged
-decoded, counted, and kept for /status.
+decoded (with the value the container asked for, read from its HostConfig
+through the Docker API: runc does not print it), counted, and kept for
+/status. The relay of dockerd's output only hands such lines over; the
+decoding reads /proc and asks the API off the relay, in this part's task.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
+import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +30,9 @@ from prometheus_client.registry import Collector
 from supervisor.config import Config
 from supervisor.logs import DockerdLine, get_logger
 from supervisor.metrics import OOM_SCORE_ADJ, RLIMIT, Metrics, family
-from supervisor.policy.explain import explain_runtime_error
+from supervisor.policy.explain import RuntimeLimitError, explain_runtime_error
 from supervisor.policy.figures import PolicyFigures, policy_figures
+from supervisor.policy.placement import Placement, detect
 from supervisor.policy.plan import Plan, PolicyDeviation
 from supervisor.policy.spec import Policy
 from supervisor.procstats import pid_from_file
@@ -37,6 +41,10 @@ from supervisor.procstats import pid_from_file
 # a short age still shows an outside prlimit or oom_score_adj change soon.
 _FIGURES_MAX_AGE = 5.0
 _ALWAYS_EXPORTED = frozenset({"nofile", "nproc", "core", "memlock", "stack"})
+_QUEUED_LINES = 256  # runc refusals waiting to be decoded; more are dropped (and said so)
+_INSPECT_TIMEOUT = 5.0
+# GET /containers/{id}/json's HostConfig: what a container asked for (its Ulimits).
+HostConfigOf = Callable[[str], Awaitable[dict[str, Any]]]
 
 
 class PolicyService:
@@ -52,6 +60,7 @@ class PolicyService:
         deviations: Sequence[PolicyDeviation] = (),
         under_init: bool,
         dockerd_pid: Callable[[], int | None] = lambda: None,
+        host_config: HostConfigOf | None = None,
     ) -> None:
         self._config = config
         self._metrics = metrics
@@ -67,29 +76,72 @@ class PolicyService:
         self._containerd_pid = pid_from_file(str(config.dockerd.containerd_pidfile),
                                              expect_comm="containerd")
         self._figures_cache: tuple[tuple[tuple[str, str], ...], float, PolicyFigures] | None = None
+        self._host_config = host_config
+        self.placement: Placement | None = None
+        self._send, self._receive = anyio.create_memory_object_stream[str](_QUEUED_LINES)
+        self._dropped = 0
         metrics.register(PolicyCollector(self))
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Count what the launch could not apply; then watch dockerd's output (observe_line)."""
+        """Count what the launch could not apply; then decode what observe_line hands over."""
         for deviation in self._planned_deviations:
             self._metrics.policy_errors.labels(**deviation.metric_labels()).inc()
+        self.placement = await anyio.to_thread.run_sync(detect, dict(os.environ))
         task_status.started()
-        await anyio.sleep_forever()
+        with self._send, self._receive:  # closed at the end: later lines are not decoded
+            async for line in self._receive:
+                await self._decode(line)
 
     def observe_line(self, line: DockerdLine) -> None:
-        """dockerd output observer: decode runc's policy refusals."""
+        """dockerd output observer: hand runc's policy refusals over (no I/O here)."""
         if "rlimit" not in line.message and "oom_score_adj" not in line.message and (
             "final child's PID" not in line.message and "policy" not in line.message
         ):
             return
-        explained = explain_runtime_error(line.message, dockerd_pid=self._dockerd_pid())
+        try:
+            self._send.send_nowait(line.message)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            return  # the part ended (the agent is stopping)
+        except anyio.WouldBlock:
+            self._dropped += 1
+            if self._dropped in (1, 100, 10000):
+                self._log.warning("policy_lines_dropped", dropped=self._dropped,
+                                  reason="more runc refusals at once than can be decoded")
+
+    async def _decode(self, message: str) -> None:
+        pid = self._dockerd_pid()
+
+        def explain(requested: str | None = None) -> RuntimeLimitError | None:
+            return explain_runtime_error(message, dockerd_pid=pid, requested=requested,
+                                         placement=self.placement)
+
+        explained = await anyio.to_thread.run_sync(explain)
         if explained is None:
             return
-        if explained.requested is None and explained.container_id is not None:
-            requested = requested_ulimit(
-                self._config.dockerd.data_root, explained.container_id, explained.resource
-            )
-            explained = dataclasses.replace(explained, requested=requested)
+        if explained.kind == "rlimit" and explained.container_id is not None:
+            requested = await self._requested(explained.container_id, explained.resource)
+            if requested is not None:
+                explained = await anyio.to_thread.run_sync(explain, requested) or explained
+        self._record(explained)
+
+    async def _requested(self, container_id: str, resource: str) -> str | None:
+        """What the container asked for: its HostConfig.Ulimits from the Docker API (the
+        failed container stays Created), else the hostconfig.json dockerd wrote."""
+        if self._host_config is not None:
+            with anyio.move_on_after(_INSPECT_TIMEOUT):
+                try:
+                    found = ulimit_of(await self._host_config(container_id), resource)
+                except Exception as exc:  # whatever the API says: the file is the fallback
+                    self._log.debug("container_inspect_failed", container=container_id[:12],
+                                    error=f"{type(exc).__name__}: {exc}")
+                else:
+                    if found is not None:
+                        return found
+        return await anyio.to_thread.run_sync(
+            requested_ulimit, self._config.dockerd.data_root, container_id, resource
+        )
+
+    def _record(self, explained: RuntimeLimitError) -> None:
         self.runtime_errors += 1
         self.last_runtime_error = explained.as_event()
         if explained.refused_by_wrapper:
@@ -153,26 +205,30 @@ class PolicyService:
             "planned_oom_score_adj": planned,
             "rlimits": rlimits,
             "deviations": [d["message"] for d in self.deviations],
+            "placement": self.placement.value if self.placement else None,
             "runtime_errors": self.runtime_errors,
             "last_runtime_error": self.last_runtime_error,
         }
 
 
-def requested_ulimit(data_root: str | Path, container_id: str, resource: str) -> str | None:
-    """What the container asked for (``SOFT:HARD``), from the hostconfig.json dockerd wrote.
-
-    runc's message omits it; the file is read (no Docker API call: this runs
-    on dockerd's output path) and may already be gone for a ``--rm`` container.
-    """
-    path = Path(data_root) / "containers" / container_id / "hostconfig.json"
-    try:
-        ulimits = json.loads(path.read_text()).get("Ulimits") or []
-    except (OSError, ValueError, AttributeError):
-        return None
-    for ulimit in ulimits:
+def ulimit_of(host_config: dict[str, Any], resource: str) -> str | None:
+    """``SOFT:HARD`` of one resource in a HostConfig's Ulimits (None when not asked for)."""
+    for ulimit in host_config.get("Ulimits") or []:
         if isinstance(ulimit, dict) and ulimit.get("Name") == resource:
             return f"{ulimit.get('Soft')}:{ulimit.get('Hard')}"
     return None
+
+
+def requested_ulimit(data_root: str | Path, container_id: str, resource: str) -> str | None:
+    """What the container asked for (``SOFT:HARD``), from the hostconfig.json dockerd wrote:
+    the fallback when the API cannot say (blocking: call it from a thread). It may already
+    be gone for a ``--rm`` container."""
+    path = Path(data_root) / "containers" / container_id / "hostconfig.json"
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return ulimit_of(document, resource) if isinstance(document, dict) else None
 
 
 class PolicyCollector(Collector):

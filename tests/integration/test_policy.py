@@ -21,7 +21,7 @@ import pytest
 
 from supervisor.policy.probe import find_children, read_limits, read_oom_score_adj
 from tests.integration.conftest import import_busybox
-from tests.integration.sandbox import REPO, Sandbox, poll
+from tests.integration.sandbox import PYTHON, REPO, Sandbox, poll
 
 pytestmark = pytest.mark.integration
 
@@ -309,7 +309,24 @@ def test_ulimit_above_dockerds_fails_in_runc_and_is_decoded_once(
                "busybox:test", "true")
     assert len(box.events_named("container_policy_refused")) == 1
     assert box.metric("dind_rlimit_errors_total", labels) == 1.0
-    assert box.status()["policy"]["runtime_errors"] == 1
+    policy = box.status()["policy"]
+    assert policy["runtime_errors"] == 1
+    assert policy["last_runtime_error"]["requested"] == "30000:30000"
+    # The remedy speaks of where the agent runs: this machine's signs (the sandbox's
+    # environment has no unit or pod variables; /.dockerenv shows through).
+    from supervisor.policy.placement import detect
+
+    where = detect({}, Path("/"))
+    assert policy["placement"] == where.value
+    raise_here = {"container": "start this container with --ulimit nofile=30000:30000",
+                  "shell": "prlimit --nofile=30000:30000"}[where.value]
+    assert raise_here in event["remedy"]
+    assert "systemctl" not in event["remedy"]
+    # `status` shows the explanation, not just a count.
+    text = box.nsenter(PYTHON, "-m", "supervisor", "status", cwd=REPO)
+    assert text.returncode == 0, text.stderr
+    assert f"last (container {container[:12]}): runc could not set RLIMIT_NOFILE" in text.stdout
+    assert "remedy: run the container with --ulimit nofile=" in text.stdout
 
 
 # dind-supervisor check ---------------------------------------------------------------

@@ -266,3 +266,30 @@ def test_figures_per_process(proc: Path) -> None:
     assert values[("agent", "core", "soft")] == 0.0
     assert not any(key[0] == "gone" for key in values)
     assert dict(figures.oom_score_adj) == {"agent": 0.0, "dockerd": 0.0, "containerd": -500.0}
+
+
+@pytest.mark.parametrize(("placement", "words"), [
+    ("container", ("start this container with --ulimit nofile=30000:30000", "ulimits:")),
+    ("kubernetes", ("no per-pod ulimit", "LIMITNOFILE=".lower())),
+    ("systemd", ("LimitNOFILE=30000:30000", "systemctl edit")),
+    ("shell", ("prlimit --nofile=30000:30000", "limits.conf")),
+])
+def test_rlimit_remedy_fits_where_the_agent_runs(proc: Path, placement: str,
+                                                 words: tuple[str, ...]) -> None:
+    """With the value the container asked for, the remedy says how to give dockerd that much
+    where the agent runs, and nothing about the other places."""
+    from supervisor.policy.placement import Placement
+
+    error = explain_runtime_error(REAL_RLIMIT_LINE, proc_root=proc, dockerd_pid=42,
+                                  requested="30000:30000", placement=Placement(placement))
+    assert error is not None
+    assert error.requested == "30000:30000"
+    assert "asked for a hard limit (30000:30000) above dockerd's 20000" in error.message
+    assert error.remedy.startswith("run the container with --ulimit nofile=20000:20000 or less")
+    for word in words:
+        assert word.lower() in error.remedy.lower()
+    others = {"container": "--ulimit nofile=30000", "systemd": "systemctl",
+              "shell": "prlimit", "kubernetes": "per-pod"}
+    for other, word in others.items():
+        if other != placement:
+            assert word not in error.remedy.split(" or less", 1)[1], other
