@@ -170,6 +170,7 @@ def launch(
     if config.rootless_on:
         _check_rootless(config, env, log)
     if not takeover:
+        _check_dockerd_binary(config, env)
         _check_daemon_json(config, env, log)
     sans = sans_from_config(config) if config.tls_enabled else None
     depositor.set(
@@ -256,6 +257,25 @@ def _check_rootless(config: Config, env: MutableMapping[str, str], log: EarlyLog
     prereqs.require(config, prereqs.Host(env=env))
     log.info("rootless_mode", uid=os.geteuid(), rootlesskit=config.rootless.rootlesskit,
              data_root=str(config.dockerd.data_root), host=config.dockerd.host)
+
+
+def _check_dockerd_binary(config: Config, env: MutableMapping[str, str]) -> None:
+    """dockerd can be found and run: else exit 2 now, not a spawn error later."""
+    import shutil
+
+    from supervisor.errors import ConfigError
+
+    binary = config.dockerd.binary
+    found = shutil.which(binary, path=env.get("PATH") or os.defpath)
+    if found is None:
+        where = "does not exist or is not executable" if "/" in binary else (
+            "is not on PATH" + (f" ({env.get('PATH')})" if env.get("PATH") else ""))
+        raise ConfigError(
+            key="dockerd.binary", value=binary,
+            source=config.sources.get("dockerd.binary", "default"), reason=where,
+            remedy="install dockerd (Debian: apt-get install docker.io) or point"
+            " --dockerd-binary (DIND_SUPERVISOR_DOCKERD_BINARY) at it",
+        )
 
 
 def _check_daemon_json(config: Config, env: MutableMapping[str, str], log: EarlyLog) -> None:

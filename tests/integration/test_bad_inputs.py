@@ -9,6 +9,10 @@ content after (files may be added: the data root's lock and run marker). The cou
 feed the session's summary line (`bad inputs N, clear errors N`): an error is clear
 when the exit code (or HTTP status) is the documented one and the message names the
 input.
+
+Two bad inputs that need a running dockerd live beside the tests of their area and count
+in the same tally: a client with another CA's certificate (test_diagnosis.py) and a
+container asking for more than dockerd's hard rlimit (test_policy.py).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import os
 import shutil
 import subprocess
 import textwrap
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.conftest import ReliabilityTally
-from tests.integration.sandbox import PYTHON, Sandbox, poll
+from tests.integration.sandbox import PYTHON, REPO, Sandbox, poll
 
 pytestmark = pytest.mark.integration
 
@@ -62,6 +67,57 @@ class RunCase:
     names: tuple[str, ...] = ()
     skip_safe: tuple[str, ...] = ()  # SAFE_ENV keys the case is about
     bug: str | None = None  # known defect in a file this suite may not fix: strict xfail
+    daemon_json: str | None = None  # dockerd's /etc/docker/daemon.json (a tmpfs over the folder)
+    disk: DiskImage | None = None  # an ext4 image mounted over /var/lib/docker
+    within: float | None = None  # the exit must come this soon (seconds from the start)
+
+
+# dockerd's daemon.json and a (nearly) full data root ----------------------------
+
+DAEMON_JSON_SETUP = ("mount -t tmpfs tmpfs /etc/docker"
+                     " && cp /run/daemon.json /etc/docker/daemon.json")
+# A lock record from an earlier run: it must come out of a refusal as it went in.
+OLD_LOCK = '{"pid": 4242, "host": "earlier-run", "since": "2026-01-01T00:00:00+00:00"}\n'
+FILL = ("python3 -c \"import os, sys\nfd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT)\n"
+        "for size in (1 << 16, 4096, 1):\n    try:\n        while True: os.write(fd, b'x' * size)"
+        "\n    except OSError: pass\" /var/lib/docker/fill")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DiskImage:
+    """An ext4 filesystem (no reserved blocks) made as /run/disk.img and mounted over
+    /var/lib/docker inside the sandbox, holding OLD_LOCK, then filled as asked."""
+
+    size_mib: int
+    inodes: int = 256
+    fill: str = ""  # a shell command run after the mount (FILL, fallocate, touch ...)
+
+    def make(self, run_dir: Path) -> None:
+        image = run_dir / "disk.img"
+        with image.open("wb") as handle:
+            handle.truncate(self.size_mib * 1024 * 1024)
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", "-N", str(self.inodes), "-O",
+                        "^has_journal", str(image)], check=True)
+
+    def setup(self) -> str:
+        return " && ".join([
+            "mount -o loop /run/disk.img /var/lib/docker",
+            f"printf '%s' '{OLD_LOCK.strip()}' > /var/lib/docker/.dind-supervisor.lock",
+            "echo >> /var/lib/docker/.dind-supervisor.lock",
+            *([self.fill] if self.fill else []),
+        ])
+
+
+def disk_contents(run_dir: Path) -> tuple[list[str], str]:
+    """The image's top folder and its lock file, read with debugfs (no mount needed)."""
+    image = str(run_dir / "disk.img")
+    listing = subprocess.run(["debugfs", "-R", "ls -p /", image], capture_output=True,
+                             text=True, check=True).stdout
+    names = sorted(line.split("/")[5] for line in listing.splitlines()
+                   if line.count("/") >= 6 and line.split("/")[5] not in (".", ".."))
+    lock = subprocess.run(["debugfs", "-R", "cat /.dind-supervisor.lock", image],
+                          capture_output=True, text=True, check=True).stdout
+    return names, lock
 
 
 # Certificates -------------------------------------------------------------------
@@ -267,6 +323,55 @@ RUN_CASES = [
             names=("/certs/server/key.pem",)),
     RunCase(id="cert-client-dir-symlink-elsewhere", env=TLS, certs=client_dir_symlink_elsewhere,
             names=("/certs/client/key.pem",)),
+    # dockerd's configuration: daemon.json and flags. Refused before dockerd's spawn when the
+    # agent can tell; else at dockerd's first exit, quoting its line (no second start).
+    RunCase(id="daemon-json-hosts", daemon_json='{"hosts": ["tcp://0.0.0.0:2375"]}',
+            names=("/etc/docker/daemon.json", "hosts", "remove `hosts`"), within=5),
+    RunCase(id="daemon-json-syntax", daemon_json='{\n  "debug": true,\n}\n',
+            names=("/etc/docker/daemon.json", "line 3 column 1", "comma"), within=5),
+    RunCase(id="daemon-json-storage-driver", daemon_json='{"storage-driver": "bogus"}',
+            names=("/etc/docker/daemon.json", "storage-driver", "'bogus'", "overlay2"),
+            within=5),
+    RunCase(id="daemon-json-tls-clash", env=TLS, daemon_json='{"tlsverify": true}',
+            names=("/etc/docker/daemon.json", "tlsverify", "DOCKER_TLS_CERTDIR"), within=5),
+    RunCase(id="daemon-json-data-root-clash", daemon_json='{"data-root": "/srv/docker"}',
+            names=("data-root", "DIND_SUPERVISOR_DOCKERD_DATA_ROOT"), within=5),
+    RunCase(id="daemon-json-unknown-key-real-dockerd", daemon_json='{"not-an-option": 1}',
+            skip_safe=("DIND_SUPERVISOR_DOCKERD_BINARY", "DIND_SUPERVISOR_RESTART_MAX_FAILURES"),
+            names=("don't match any configuration option: not-an-option", "not restarting",
+                   "remove or rename"), within=10),
+    RunCase(id="daemon-json-wrong-type-real-dockerd", daemon_json='{"debug": "yes"}',
+            skip_safe=("DIND_SUPERVISOR_DOCKERD_BINARY", "DIND_SUPERVISOR_RESTART_MAX_FAILURES"),
+            names=("cannot unmarshal string", "`debug`", "bool"), within=10),
+    RunCase(id="dockerd-unknown-flag-real-dockerd", args=("--", "--no-such-dockerd-flag"),
+            skip_safe=("DIND_SUPERVISOR_DOCKERD_BINARY", "DIND_SUPERVISOR_RESTART_MAX_FAILURES"),
+            names=("unknown flag: --no-such-dockerd-flag", "remove --no-such-dockerd-flag"),
+            within=10),
+    RunCase(id="dockerd-binary-missing",
+            env={"DIND_SUPERVISOR_DOCKERD_BINARY": "/run/no-such-dockerd"},
+            skip_safe=("DIND_SUPERVISOR_DOCKERD_BINARY",),
+            names=("/run/no-such-dockerd", "--dockerd-binary"), within=5),
+    # A full, nearly full or inode-less data root: refused before anything is written there.
+    RunCase(id="dataroot-full", disk=DiskImage(size_mib=2, fill=FILL),
+            names=("/var/lib/docker", "(nearly) full", "0 B free", "min_free"), within=5),
+    RunCase(id="dataroot-nearly-full", disk=DiskImage(size_mib=16, fill=(
+                "fallocate -l 12M /var/lib/docker/fill")),
+            env={"DIND_SUPERVISOR_DATAROOT_MIN_FREE": "8MiB"},
+            names=("/var/lib/docker", "MiB free of", "below the 8.0 MiB needed"), within=5),
+    RunCase(id="dataroot-no-inodes", disk=DiskImage(size_mib=16, inodes=64, fill=(
+                "i=0; while touch /var/lib/docker/i$i 2>/dev/null; do i=$((i+1)); done")),
+            env={"DIND_SUPERVISOR_DATAROOT_MIN_FREE": "1MiB"},
+            names=("/var/lib/docker", "free inodes of", "below the 1000 needed"), within=5),
+    # With GC on, a full disk is let through for dockerd to prune; dockerd cannot even
+    # start there, and the give-up (exit 1) says the disk is full.
+    RunCase(id="dataroot-full-gc-real-dockerd", disk=DiskImage(size_mib=8, fill=FILL),
+            env={"DIND_SUPERVISOR_DATAROOT_GC_ENABLED": "true"},
+            skip_safe=("DIND_SUPERVISOR_DOCKERD_BINARY",), code=1,
+            names=("data_root_low_space", "run_not_recorded", "the disk is full"), within=30),
+    RunCase(id="toml-dataroot-min-free-garbage", config='[dataroot]\nmin_free = "lots"\n',
+            names=("dataroot.min_free", "lots", "size")),
+    RunCase(id="env-dataroot-low-space-bad", env={"DIND_SUPERVISOR_DATAROOT_LOW_SPACE": "maybe"},
+            names=("DIND_SUPERVISOR_DATAROOT_LOW_SPACE", "refuse or warn")),
     # Data root.
     RunCase(id="dataroot-not-a-directory", args=("--dockerd-data-root", "/var/lib/docker/file"),
             setup="echo data > /var/lib/docker/file",
@@ -332,30 +437,52 @@ def test_bad_run_input_exits_with_its_code_naming_it(
     if case.certs is not None:
         case.certs(certs, data_root)
     env = {k: v for k, v in SAFE_ENV.items() if k not in case.skip_safe}
+    setups = [case.setup] if case.setup else []
+    if case.daemon_json is not None:
+        (run_dir / "daemon.json").write_text(case.daemon_json)
+        setups.append(DAEMON_JSON_SETUP)
+    if case.disk is not None:
+        case.disk.make(run_dir)
+        setups.append(case.disk.setup())
     before = {"certs": tree_hashes(certs), "lib": tree_hashes(data_root)}
-    box = Sandbox(root, env={**env, **case.env}, setup=case.setup,
+    box = Sandbox(root, env={**env, **case.env}, setup=" && ".join(setups),
                   command=[PYTHON, "-m", "supervisor", "run", *args])
+    started = time.monotonic()
     box.start()
     try:
         code: int | None = box.wait(timeout=60)
+        took: float | None = time.monotonic() - started  # namespace, mounts, agent: all in
     except subprocess.TimeoutExpired:
-        code = None
+        code = took = None
     finally:
         box.destroy()
         poll(lambda: not box.ns_processes(), timeout=20, what="an empty namespace")
     output = box.log_text()
     after = {"certs": tree_hashes(certs), "lib": tree_hashes(data_root)}
     lost = destroyed(before["certs"], after["certs"]) + destroyed(before["lib"], after["lib"])
+    if case.disk is not None:
+        names, lock = disk_contents(run_dir)
+        if lock != OLD_LOCK and case.code == 2:
+            lost.append(f"lock file: {lock!r}")
+        written = set(names) - {"lost+found", ".dind-supervisor.lock", "fill"} - {
+            n for n in names if n.startswith("i") and n[1:].isdigit()}
+        if case.code == 2 and written:
+            lost.append(f"written on a refused data root: {sorted(written)}")
+        assert lock.strip(), "the lock file was left empty"
     named = [word for word in case.names if word not in output]
+    late = case.within is not None and (took is None or took > case.within)
     reliability_tally.bad_inputs += 1
     if lost:
         reliability_tally.data_lost += 1
-    if code == case.code and not named:
+    if code == case.code and not named and not late:
         reliability_tally.clear_errors += 1
+    if took is not None:
+        print(f"FIGURE {case.id}: exit {code} after {took:.2f} s")
     assert not lost, f"destroyed: {lost}"
     assert code == case.code, f"exit {code}, expected {case.code}:\n{output[-3000:]}"
     assert not named, f"the message does not name {named}:\n{output[-3000:]}"
     assert "Traceback" not in output, output[-3000:]
+    assert not late, f"exit after {took} s, expected within {case.within} s"
     assert not (run_dir / "fake-dockerd-started").exists() or case.code != 2, (
         "dockerd was started before the bad input was refused"
     )
@@ -542,3 +669,24 @@ def test_many_idle_connections_are_bounded(
     assert answer["seconds"] < 2.0, answer
     assert while_open <= baseline + 1000 + 8, (baseline, while_open)
     assert box.alive
+
+
+def test_check_entered_without_the_pid_namespace_explains_instead_of_crashing(
+    endpoint: Sandbox, reliability_tally: ReliabilityTally
+) -> None:
+    """`nsenter -n -m` (no -p) then `check`: /proc is the container's, /proc/self does not
+    exist; check says so with the remedy, still reports the other topics, no traceback."""
+    assert endpoint.pid1 is not None
+    result = subprocess.run(
+        ["nsenter", "-t", str(endpoint.pid1), "-n", "-m", "--", PYTHON, "-m", "supervisor",
+         "check"], capture_output=True, text=True, timeout=60, check=False, cwd=REPO)
+    output = result.stdout + result.stderr
+    words = ("another pid namespace", "nsenter -t PID -m -n -p", "dockerd executable")
+    named = [word for word in words if word not in output]
+    clear = result.returncode in (0, 1) and not named and "Traceback" not in output
+    reliability_tally.bad_inputs += 1
+    if clear:
+        reliability_tally.clear_errors += 1
+    assert "Traceback" not in output, output
+    assert result.returncode in (0, 1), output
+    assert not named, output

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.policy.probe import find_children, read_limits, read_oom_score_adj
+from tests.conftest import ReliabilityTally
 from tests.integration.conftest import import_busybox
 from tests.integration.sandbox import PYTHON, REPO, Sandbox, poll
 
@@ -279,7 +280,7 @@ def test_agent_and_dockerd_raised_together_are_accepted(tmp_path: Path) -> None:
 
 
 def test_ulimit_above_dockerds_fails_in_runc_and_is_decoded_once(
-    sandboxes: Callable[..., Sandbox], busybox_tar: Path
+    sandboxes: Callable[..., Sandbox], busybox_tar: Path, reliability_tally: ReliabilityTally
 ) -> None:
     """--ulimit nofile=30000: runc's real 'rlimit type 7' error, one decoded event, counter +1."""
     box = sandboxes(agent_args=ONLY_POLICY)
@@ -327,6 +328,9 @@ def test_ulimit_above_dockerds_fails_in_runc_and_is_decoded_once(
     assert text.returncode == 0, text.stderr
     assert f"last (container {container[:12]}): runc could not set RLIMIT_NOFILE" in text.stdout
     assert "remedy: run the container with --ulimit nofile=" in text.stdout
+    # A bad input of the reliability line (tests/integration/test_bad_inputs.py): clear.
+    reliability_tally.bad_inputs += 1
+    reliability_tally.clear_errors += 1
 
 
 # dind-supervisor check ---------------------------------------------------------------
