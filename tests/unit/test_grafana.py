@@ -64,6 +64,7 @@ CONTRACT_COUNTERS = frozenset({
     "dind_containerd_restarts_total",
     "dind_tls_rotations_total",
     "dind_tls_rotation_failures_total",
+    "dind_tls_client_handshake_failures_total",
     "dind_policy_errors_total",
     "dind_rlimit_errors_total",
     "dind_unclean_shutdowns_total",
