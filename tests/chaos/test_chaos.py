@@ -49,6 +49,8 @@ AGENT_ARGS = [
     "--restart-failure-window", "10s", "--restart-max-crashes", "200",
     "--restart-crash-window", "10s", "--dockerd-stop-timeout", "5",
     "--tls-server-lifetime", f"{SERVER_LIFETIME:g}s",
+    # The data root is a 64 MiB tmpfs, below the default 256 MiB a start needs.
+    "--dataroot-min-free", "8MiB",
 ]
 DATA_ROOT_SIZE = "64m"
 CONTAINERS = ("chaos0", "chaos1", "chaos2")

@@ -106,18 +106,24 @@ def test_hundred_orphans_are_reaped(sandboxes: Callable[..., Sandbox]) -> None:
 def test_dockerd_that_cannot_start_backs_off_then_exit_1_with_its_error(
     sandboxes: Callable[..., Sandbox],
 ) -> None:
-    """A bad dockerd flag: restarts back off as configured, then exit 1 quoting dockerd."""
+    """A storage driver that cannot run on the data root (btrfs on a folder that is not):
+    restarts back off as configured, then exit 1 quoting dockerd's line and its remedy. (A
+    bad flag is a configuration error instead: exit 2 at the first exit, test_bad_inputs.)"""
     box = sandboxes(
         agent_args=["--restart-backoff-initial", "0.2", "--restart-backoff-factor", "2",
                     "--restart-max-failures", "3"],
-        dockerd_args=["--no-such-flag"],
+        dockerd_args=["--bridge=none", "--storage-driver=btrfs"],
     )
     assert box.wait(timeout=30) == 1
     delays = [e["delay_seconds"] for e in box.events_named("dockerd_restart_delayed")]
     assert delays == pytest.approx([0.2, 0.4], abs=0.05)
     failed = box.events_named("agent_failed")
     assert failed
-    assert "unknown flag: --no-such-flag" in failed[0]["error"]
+    assert "failed to start 3 times" in failed[0]["error"]
+    assert "prerequisites for driver not satisfied" in failed[0]["error"]
+    assert "storage driver" in failed[0]["remedy"]
+    (last,) = box.events_named("dockerd_failed")[-1:]
+    assert last["category"] == "storage"
 
 
 def test_config_error_exits_2_before_starting_anything(sandboxes: Callable[..., Sandbox]) -> None:
