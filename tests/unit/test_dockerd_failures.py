@@ -309,3 +309,37 @@ def test_rule_names_are_unique() -> None:
     """Each table entry has its own name (metrics and tests refer to them)."""
     names = [rule.name for rule in RULES]
     assert len(names) == len(set(names))
+
+
+def test_wrapper_cannot_run_dockerd_is_a_configuration_error() -> None:
+    """The exec wrapper's 'cannot run' line: a missing binary, fatal, with the setting to fix."""
+    explanation = explain("dind-supervisor policy: cannot run /opt/dockerd: No such file or"
+                          " directory")
+    assert explanation is not None
+    assert (explanation.rule, explanation.category, explanation.fatal) == (
+        "cannot_run", Category.CONFIG, True)
+    assert "/opt/dockerd" in explanation.cause
+    assert "--dockerd-binary" in explanation.remedy
+
+
+def test_go_panic_is_dockerd_crashing() -> None:
+    """A Go panic or fatal error ends dockerd: fatal, quoted with its message."""
+    for line in ("panic: runtime error: index out of range [3] with length 3",
+                 "fatal error: concurrent map writes"):
+        explanation = explain(line)
+        assert explanation is not None
+        assert explanation.rule == "go_crash"
+        assert explanation.fatal
+        assert explanation.cause.startswith("dockerd crashed: ")
+
+
+def test_client_handshake_gives_address_and_reason() -> None:
+    """The quick classifier the relay uses: address and reason label, None otherwise."""
+    from supervisor.dockerd.failures import HANDSHAKE_REASONS, client_handshake
+
+    line = ("2026/12/01 13:52:11 http: TLS handshake error from 127.0.0.1:48070: remote error:"
+            " tls: unknown certificate authority")
+    assert client_handshake(line) == ("127.0.0.1:48070", "unknown_ca")
+    assert client_handshake("level=info msg=\"API listen on /var/run/docker.sock\"") is None
+    assert "other" in HANDSHAKE_REASONS
+    assert "eof" in HANDSHAKE_REASONS
