@@ -327,6 +327,14 @@ class Daemon:
     def _failed(self, before: lc.Machine, failure: Failure | None, now: float) -> None:
         """An exit nobody asked for: say why, as well as dockerd's lines allow."""
         self.last_failure = failure
+        if before.restart_reason is lc.RestartReason.UNHEALTHY:
+            silent = "dockerd stopped answering /_ping and was killed (hung)"
+        elif before.restart_reason is lc.RestartReason.START_TIMEOUT:
+            silent = (f"dockerd was not ready within {before.timing.start_timeout:g} s"
+                      " (dockerd.start_timeout) and was stopped")
+        else:
+            silent = "dockerd printed no error line" + (
+                " (killed by a signal)" if (self.last_exit_code or 0) > 128 else "")
         self._log.error(
             "dockerd_failed",
             pid=self.pid,
@@ -334,9 +342,7 @@ class Daemon:
             was_ready=before.ready_since is not None,
             after_seconds=round(now - self._spawned_at, 3),
             line=failure.line if failure else None,
-            cause=failure.cause if failure else (
-                "dockerd printed no error line" + (
-                    " (killed by a signal)" if (self.last_exit_code or 0) > 128 else "")),
+            cause=failure.cause if failure else silent,
             remedy=failure.remedy if failure else None,
             category=failure.category if failure else None,
             rule=failure.explanation.rule if failure and failure.explanation else None,

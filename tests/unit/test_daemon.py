@@ -222,11 +222,14 @@ def test_a_hang_is_detected_by_missed_pings_and_dockerd_replaced() -> None:
         assert (first.terms, first.kills) == (1, 1)
         daemon.request_stop()
 
-    result = scenario(body, spawner, daemon)
+    with capture_logs() as logs:
+        result = scenario(body, spawner, daemon)
     assert result == {"code": 0}
     # First miss within a ping interval, then quick re-pings; then the grace.
     assert 5.0 < marks["killed"] - marks["hung"] < 5.0 + 3 * 3.0 + 5.0 + 3.0
     assert daemon.restarts == {"unhealthy": 1}
+    (failed,) = [e for e in logs if e["event"] == "dockerd_failed"]
+    assert failed["cause"] == "dockerd stopped answering /_ping and was killed (hung)"
 
 
 def test_hup_before_running_is_held_and_delivered_once_running() -> None:
