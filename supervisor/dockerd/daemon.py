@@ -474,8 +474,7 @@ def spawn_failure(binary: str, exc: OSError) -> Failure:
             rule="spawn_failed",
             category=Category.CONFIG if permanent else Category.UNKNOWN,
             cause=f"the dockerd executable {binary!r} cannot be run ({exc.strerror or exc})",
-            remedy="install dockerd (Debian: apt-get install docker.io) or point"
-            " --dockerd-binary (DIND_SUPERVISOR_DOCKERD_BINARY) at it",
+            remedy=failures.INSTALL_DOCKERD,
             fatal=True,
         ),
     )

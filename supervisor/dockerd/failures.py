@@ -464,13 +464,17 @@ def _rlimit(m: re.Match[str]) -> tuple[str, str, dict[str, str]]:
     )
 
 
+INSTALL_DOCKERD = (
+    "install dockerd (Debian: apt-get install docker.io) or point --dockerd-binary"
+    " (DIND_SUPERVISOR_DOCKERD_BINARY) at it"
+)
+
+
 def _cannot_run(m: re.Match[str]) -> tuple[str, str, dict[str, str]]:
     program = m["program"]
     return (
         f"the dockerd executable {program} cannot be run ({m['error'].strip()})",
-        "install dockerd (Debian: apt-get install docker.io) or point --dockerd-binary"
-        " (DIND_SUPERVISOR_DOCKERD_BINARY) at it; in a container, check that nothing mounts"
-        " over the folder it is in",
+        f"{INSTALL_DOCKERD}; in a container, check that nothing mounts over the folder it is in",
         {"program": program},
     )
 
