@@ -45,7 +45,7 @@ def test_unexpected_exception_in_a_command_is_one_clear_line(
 ) -> None:
     """`check` hitting a bug exits 1 with what failed and a remedy, no traceback by default."""
 
-    def broken(config: Config, *, as_json: bool) -> int:
+    def broken(config: Config, **kwargs: object) -> int:
         raise RuntimeError("boom")
 
     monkeypatch.setattr(doctor, "run_check", broken)
