@@ -183,9 +183,10 @@ class ContainerdService:
                 returncode = await self._run_one(process)
                 ran_for = anyio.current_time() - began
                 delay, streak = self._backoff.after(ran_for=ran_for, streak=streak)
+                failure = process.diagnosis.failure()
                 self._on_exit(
                     process.pid, returncode, ran_for=ran_for,
-                    last_error=process.last_error_line,
+                    last_error=failure.line if failure is not None else None,
                     restart_in_seconds=None if self._stopping else delay,
                 )
                 with anyio.CancelScope(shield=True):
