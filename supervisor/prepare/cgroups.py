@@ -17,6 +17,11 @@ simply gone.
 The agent itself (and PID 1) are moved like every other process, so dockerd,
 which the agent spawns afterwards, inherits ``/init`` and the root group stays
 empty: dockerd can then create its container groups next to ``init``.
+
+Once nesting is done, everything started later by ``docker exec`` (``check``
+among them) is put into ``/init`` too (the root group may hold no process any
+more), so "am I in my own namespace?" is judged from the namespace's tree, not
+from the caller's own group alone: ``/`` before nesting, ``/init`` after it.
 """
 
 from __future__ import annotations
@@ -85,13 +90,23 @@ class NestingPlan:
 
 
 def plan_nesting(
-    entries: Sequence[MountEntry], proc_self_cgroup: str, root: str = DEFAULT_ROOT
+    entries: Sequence[MountEntry],
+    proc_self_cgroup: str,
+    root: str = DEFAULT_ROOT,
+    *,
+    init_group: str = DEFAULT_INIT_GROUP,
+    init_group_exists: bool = False,
 ) -> NestingPlan:
-    """Pure: act only on v2 when the mount and our own cgroup are the namespace root.
+    """Pure: act only on v2 when the mount is the namespace root and we are in it.
 
-    Both must hold: with ``--cgroupns=host`` (or ``unshare --cgroup`` without a
-    remount) the root group seen through the mount is someone else's, holding
-    the host's processes, and moving those would be a disaster.
+    "In it" means our own cgroup is the root (``/``: nothing nested yet) or
+    the ``init_group`` this step makes there (``/init``: nested already, and we
+    are a process started afterwards, e.g. by ``docker exec``, or an agent
+    restarted in the same container). With ``--cgroupns=host`` (or ``unshare
+    --cgroup`` without a remount) the groups seen are the host's, with its
+    processes in them, and moving those would be a disaster: our path there is
+    the container's own group (``/system.slice/docker-<id>.scope``,
+    ``/docker/<id>``), never one of these two.
     """
     mode = detect_mode(entries, root)
     if mode is not CgroupMode.V2:
@@ -101,18 +116,29 @@ def plan_nesting(
     mount = visible_mount(entries, root)
     assert mount is not None  # noqa: S101 - detect_mode returned V2 from this mount
     own = own_v2_path(proc_self_cgroup)
-    if mount.root != "/" or own != "/":
+    nested = f"/{init_group}"
+    if mount.root == "/" and own == "/":
         return NestingPlan(
             mode=mode,
-            act=False,
-            reason=f"the agent is in cgroup {own!r} and {root} shows {mount.root!r}, not the"
-            " root of a private cgroup namespace; nesting left to the outer runtime",
+            act=True,
+            read_only=mount.read_only,
+            reason="cgroup v2 and the agent is at the root of its cgroup namespace",
+        )
+    if mount.root == "/" and own == nested and init_group_exists:
+        return NestingPlan(
+            mode=mode,
+            act=True,
+            read_only=mount.read_only,
+            reason=f"cgroup v2 and the agent is in {root}{nested}, the group nesting makes at"
+            " the root of its cgroup namespace (nested already)",
         )
     return NestingPlan(
         mode=mode,
-        act=True,
-        read_only=mount.read_only,
-        reason="cgroup v2 and the agent is at the root of its cgroup namespace",
+        act=False,
+        reason=f"the agent is in cgroup {own!r} and {root} shows {mount.root!r}: this is not"
+        " the container's own cgroup namespace (--cgroupns=host?), so the agent moves"
+        " nothing; dockerd will make its containers' groups outside this container's"
+        " group, where the container's --memory, --cpus and --pids-limit do not bound them",
     )
 
 
@@ -156,6 +182,14 @@ class NestingResult:
     enabled: tuple[str, ...]  # controllers this run enabled
     already_enabled: tuple[str, ...]
     unmovable: dict[int, str] = field(default_factory=dict)  # pid -> errno name
+
+
+def _exists(fs: CgroupFS, path: str) -> bool:
+    try:
+        fs.read_text(path)
+    except OSError:
+        return False
+    return True
 
 
 def _pids(text: str) -> list[int]:
@@ -297,7 +331,13 @@ def prepare_cgroups(
     dry_run: bool = False,
 ) -> StepReport:
     """Detect the cgroup layout and, on v2 at the namespace root, enable nesting."""
-    plan = plan_nesting(entries, proc_self_cgroup, root)
+    plan = plan_nesting(
+        entries,
+        proc_self_cgroup,
+        root,
+        init_group=init_group,
+        init_group_exists=_exists(fs, f"{root}/{init_group}/cgroup.procs"),
+    )
     data: dict[str, object] = {"mode": str(plan.mode), "root": root, "reason": plan.reason}
     if not plan.act:
         severity = Severity.WARNING if plan.mode is CgroupMode.V2 else Severity.OK
@@ -318,6 +358,13 @@ def prepare_cgroups(
         )
     if dry_run:
         waiting = _pids(fs.read_text(f"{root}/cgroup.procs"))
+        available = fs.read_text(f"{root}/cgroup.controllers").split()
+        enabled = fs.read_text(f"{root}/cgroup.subtree_control").split()
+        if not waiting and set(available) <= set(enabled):
+            return reported("cgroup", Outcome.ALREADY, Severity.OK,
+                            f"cgroup v2 nesting is in place: no process in {root},"
+                            f" controllers enabled: {' '.join(enabled) or 'none'}",
+                            data={**data, "root_processes": 0, "already_enabled": enabled})
         return reported("cgroup", Outcome.PLANNED, Severity.INFO,
                         f"would move {len(waiting)} process(es) from {root} into"
                         f" {root}/{init_group} and enable its controllers",

@@ -62,6 +62,8 @@ def test_own_path_comes_from_the_v2_line() -> None:
     [
         (V2, "0::/\n", True),
         (V2, "0::/system.slice/docker-1.scope\n", False),
+        # /init without the group made by nesting is someone else's group of that name.
+        (V2, "0::/init\n", False),
         (V2_FOREIGN, "0::/\n", False),
         (HYBRID, "0::/\n", False),
     ],
@@ -167,3 +169,46 @@ def test_foreign_namespace_is_a_warning_not_a_move(cgroup_tree) -> None:  # type
     assert str(report.severity) == "warning"
     assert "--cgroupns=private" in (report.findings[0].remedy or "")
     assert tree.writes == []
+
+
+def test_nested_already_counts_as_our_namespace() -> None:
+    """A process in /init, the group nesting made at the namespace root, may act (idempotent)."""
+    plan = plan_nesting(parse_mountinfo(V2), "0::/init\n", init_group_exists=True)
+    assert plan.act
+    assert "nested already" in plan.reason
+    foreign = plan_nesting(parse_mountinfo(V2_FOREIGN), "0::/init\n", init_group_exists=True)
+    assert not foreign.act
+
+
+def test_check_from_docker_exec_after_nesting_reports_it_in_place(cgroup_tree) -> None:  # type: ignore[no-untyped-def]
+    """`docker exec ... check` after nesting runs in /init: no warning, nesting shown as done."""
+    tree = cgroup_tree()
+    assert prepare_cgroups(tree, parse_mountinfo(V2), "0::/\n").outcome is Outcome.DONE
+    writes = len(tree.writes)
+    report = prepare_cgroups(tree, parse_mountinfo(V2), "0::/init\n", dry_run=True)
+    assert report.outcome is Outcome.ALREADY
+    assert str(report.severity) == "ok", report.findings
+    assert "nesting is in place" in report.findings[0].message
+    assert len(tree.writes) == writes  # a dry run writes nothing
+
+
+def test_check_after_nesting_still_sees_a_newcomer_in_root(cgroup_tree) -> None:  # type: ignore[no-untyped-def]
+    """A process left in the root group after nesting is reported as a planned move, not OK."""
+    tree = cgroup_tree()
+    prepare_cgroups(tree, parse_mountinfo(V2), "0::/\n")
+    tree.spawn()
+    report = prepare_cgroups(tree, parse_mountinfo(V2), "0::/init\n", dry_run=True)
+    assert report.outcome is Outcome.PLANNED
+    assert report.data["root_processes"] == 1
+
+
+def test_agent_restarted_in_init_moves_newcomers_only(cgroup_tree) -> None:  # type: ignore[no-untyped-def]
+    """A new agent started in /init after nesting moves what is in root and nothing else."""
+    tree = cgroup_tree()
+    prepare_cgroups(tree, parse_mountinfo(V2), "0::/\n")
+    newcomer = tree.spawn()
+    report = prepare_cgroups(tree, parse_mountinfo(V2), "0::/init\n")
+    assert report.outcome is Outcome.DONE
+    assert report.data["moved"] == 1
+    assert tree.procs[""] == []
+    assert newcomer in tree.procs["init"]
