@@ -48,6 +48,7 @@ from supervisor.prepare.mounts import (
     prepare_securityfs,
     prepare_sys_rw,
     prepare_tmp,
+    read_apparmor_facts,
 )
 from supervisor.prepare.report import Outcome, StepReport, skipped
 
@@ -84,6 +85,7 @@ class PrepareOptions:
     cgroup_init_group: str = DEFAULT_INIT_GROUP
     cgroup_max_rounds: int = DEFAULT_MAX_ROUNDS
     proc_root: str = "/proc"
+    sys_root: str = "/sys"  # for the kernel's AppArmor switch
     iptables_dir: str = "/run/dind-supervisor/iptables-bin"
     tool_path: str | None = None  # where to find iptables-*; None: $PATH + the sbin dirs
     keep_visible: tuple[str, ...] = ()  # paths no mount may hide (the agent's own files)
@@ -258,16 +260,18 @@ def prepare(
     else:
         steps.append(skipped("cgroup"))
 
+    # dockerd looks tools up on this PATH (plus the iptables link directory).
+    search_path = options.tool_path or os.pathsep.join(
+        p for p in (env.get("PATH", ""), STANDARD_PATH) if p
+    )
+    apparmor = read_apparmor_facts(sys_root=options.sys_root, search_path=search_path)
     for name, enabled, run in (
-        ("securityfs", options.securityfs, prepare_securityfs),
+        ("securityfs", options.securityfs, partial(prepare_securityfs, apparmor=apparmor)),
         ("tmp", options.tmp, partial(prepare_tmp, keep_visible=options.keep_visible)),
         ("rshared", options.rshared, prepare_rshared),
     ):
         steps.append(run(mounts, dry_run=options.dry_run) if enabled else skipped(name))
 
-    search_path = options.tool_path or os.pathsep.join(
-        p for p in (env.get("PATH", ""), STANDARD_PATH) if p
-    )
     ipt = prepare_iptables(
         options.iptables,
         runner=runner,

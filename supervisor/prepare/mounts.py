@@ -9,21 +9,35 @@ containers and where /tmp lives degrade, nothing refuses to run).
 
 Mounting uses mount(2) through ctypes rather than util-linux ``mount``: no
 dependency on the image's userland, and the errno comes back unparsed.
+
+securityfs and AppArmor: mounting securityfs is what makes dockerd see the
+host kernel's AppArmor (``/sys/kernel/security/apparmor``). dockerd before 23
+then insists on its docker-default profile and, with no apparmor_parser in
+the image, fails every ``docker run`` ("AppArmor enabled on system but the
+docker-default profile could not be loaded"); with apparmor_parser, a
+privileged container loads that profile into the host kernel's one global
+policy, replacing the host's own profile of that name. So securityfs is left
+unmounted when the kernel has AppArmor on and the image has no parser
+(nested containers then run without a profile, as dockerd 23 and later
+decide by themselves), and mounting it with a parser present comes with a
+warning about the host's policy.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
 import errno
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Protocol
 
 from supervisor import mountinfo
-from supervisor.findings import Severity
+from supervisor.findings import Finding, Severity
 from supervisor.mountinfo import MountEntry
 from supervisor.prepare.report import Outcome, StepReport, reported
 
@@ -45,6 +59,7 @@ _KEPT_FLAGS = {
     "nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC,
     "noatime": MS_NOATIME, "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME,
 }
+APPARMOR_PARSER = "apparmor_parser"
 TMP_TARGET = "/tmp"  # noqa: S108 - the path docker:dind mounts a tmpfs on, not a temp file
 
 def parse_mountinfo(text: str) -> tuple[MountEntry, ...]:
@@ -74,15 +89,61 @@ class MountDecision:
     remedy: str | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppArmorFacts:
+    """What decides whether securityfs is safe to mount for dockerd."""
+
+    kernel_enabled: bool  # /sys/module/apparmor/parameters/enabled says Y
+    parser: str | None  # apparmor_parser on dockerd's PATH, if any
+
+
+NO_APPARMOR = AppArmorFacts(kernel_enabled=False, parser=None)
+
+
+def read_apparmor_facts(*, sys_root: str = "/sys", search_path: str | None = None) -> AppArmorFacts:
+    """The kernel's AppArmor switch (readable in any container) and the image's parser."""
+    try:
+        with open(f"{sys_root}/module/apparmor/parameters/enabled", encoding="ascii") as f:
+            enabled = f.read().strip().upper().startswith("Y")
+    except OSError:  # no AppArmor built in, or /sys not mounted
+        enabled = False
+    return AppArmorFacts(
+        kernel_enabled=enabled, parser=shutil.which(APPARMOR_PARSER, path=search_path)
+    )
+
+
+_NO_PARSER_EFFECT = (
+    "dockerd before 23 then tries to load its docker-default AppArmor profile for every"
+    " container and `docker run` fails with \"AppArmor enabled on system but the"
+    " docker-default profile could not be loaded\""
+)
+
+
 def decide_securityfs(
-    entries: Sequence[MountEntry], *, dir_exists: bool, target: str = SECURITYFS_TARGET
+    entries: Sequence[MountEntry],
+    *,
+    dir_exists: bool,
+    apparmor: AppArmorFacts = NO_APPARMOR,
+    target: str = SECURITYFS_TARGET,
 ) -> MountDecision:
     if not dir_exists:
         return MountDecision(
             needed=False, outcome=Outcome.NOT_NEEDED, reason=f"{target} does not exist"
         )
+    unsafe = apparmor.kernel_enabled and apparmor.parser is None
     top = visible_mount(entries, target)
     if top is not None and top.fstype == "securityfs":
+        if unsafe:
+            return MountDecision(
+                needed=False,
+                outcome=Outcome.ALREADY,
+                reason=f"securityfs is mounted on {target}, the kernel has AppArmor on and"
+                f" this image has no {APPARMOR_PARSER}: {_NO_PARSER_EFFECT}",
+                severity=Severity.WARNING,
+                remedy=f"do not mount securityfs into the container (the agent does not,"
+                f" when {APPARMOR_PARSER} is missing), or use dockerd 23 or later, which"
+                " runs containers without AppArmor when it cannot load profiles",
+            )
         return MountDecision(
             needed=False, outcome=Outcome.ALREADY, reason=f"securityfs is mounted on {target}"
         )
@@ -93,6 +154,16 @@ def decide_securityfs(
             needed=False,
             outcome=Outcome.ALREADY,
             reason=f"{top.fstype} is mounted on {target} by the outer runtime; left alone",
+        )
+    if unsafe:
+        return MountDecision(
+            needed=False,
+            outcome=Outcome.NOT_NEEDED,
+            reason=f"securityfs left unmounted on {target}: the kernel has AppArmor on and this"
+            f" image has no {APPARMOR_PARSER} to load profiles with; mounted, {_NO_PARSER_EFFECT}."
+            " Nested containers run without an AppArmor profile instead, as dockerd 23 and"
+            " later decide by themselves without the parser",
+            severity=Severity.INFO,
         )
     return MountDecision(
         needed=True, outcome=Outcome.DONE, reason=f"securityfs is not mounted on {target}"
@@ -309,12 +380,14 @@ def prepare_sys_rw(system: MountSystem, *, dry_run: bool = False) -> StepReport:
     )
 
 
-def prepare_securityfs(system: MountSystem, *, dry_run: bool = False) -> StepReport:
-    return apply_mount_step(
+def prepare_securityfs(
+    system: MountSystem, *, dry_run: bool = False, apparmor: AppArmorFacts = NO_APPARMOR
+) -> StepReport:
+    report = apply_mount_step(
         "securityfs",
         system,
         lambda entries, sys_: decide_securityfs(
-            entries, dir_exists=sys_.is_dir(SECURITYFS_TARGET)
+            entries, dir_exists=sys_.is_dir(SECURITYFS_TARGET), apparmor=apparmor
         ),
         source="none",
         target=SECURITYFS_TARGET,
@@ -322,6 +395,22 @@ def prepare_securityfs(system: MountSystem, *, dry_run: bool = False) -> StepRep
         flags=0,
         dry_run=dry_run,
     )
+    shared_policy = apparmor.kernel_enabled and apparmor.parser is not None
+    if not shared_policy or report.outcome not in (Outcome.DONE, Outcome.ALREADY, Outcome.PLANNED):
+        return report
+    # A --privileged container is unconfined in the host's policy namespace:
+    # whatever its dockerd loads with apparmor_parser -r lands in the host's policy.
+    hazard = Finding(
+        topic="prepare.securityfs",
+        severity=Severity.WARNING,
+        message=f"this image has {apparmor.parser} and securityfs is mounted: dockerd loads its"
+        " docker-default AppArmor profile into the host kernel's single, global policy,"
+        " replacing the host's own profile of that name for every container on the host",
+        remedy=f"leave {APPARMOR_PARSER} (the apparmor package) out of the image, or turn"
+        " this step off with [prepare] securityfs = false",
+        data={"parser": apparmor.parser},
+    )
+    return dataclasses.replace(report, findings=(*report.findings, hazard))
 
 
 def prepare_tmp(

@@ -39,6 +39,7 @@ def _proc(tmp_path: Path, own: str = "0::/\n") -> str:
 def _options(tmp_path: Path, bins: Path, **kw: object) -> PrepareOptions:
     return PrepareOptions(
         proc_root=_proc(tmp_path),
+        sys_root=str(tmp_path / "sys"),  # no AppArmor, whatever the machine running the tests has
         iptables_dir=str(tmp_path / "iptables-bin"),
         tool_path=str(bins),
         **kw,  # type: ignore[arg-type]

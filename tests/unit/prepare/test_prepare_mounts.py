@@ -14,6 +14,7 @@ from supervisor.prepare import agent_locations
 from supervisor.prepare.mounts import (
     MS_REC,
     MS_SHARED,
+    AppArmorFacts,
     decide_rshared,
     decide_securityfs,
     decide_tmp,
@@ -21,6 +22,7 @@ from supervisor.prepare.mounts import (
     prepare_rshared,
     prepare_securityfs,
     prepare_tmp,
+    read_apparmor_facts,
     visible_mount,
 )
 from supervisor.prepare.report import Outcome
@@ -166,3 +168,73 @@ def test_dry_run_mounts_nothing(mount_system) -> None:  # type: ignore[no-untype
     assert prepare_tmp(system, dry_run=True).outcome is Outcome.PLANNED
     assert prepare_rshared(system, dry_run=True).outcome is Outcome.PLANNED
     assert system.calls == []
+
+
+# AppArmor and securityfs --------------------------------------------------------
+# Debian's kernel has AppArmor on. With securityfs mounted, dockerd before 23
+# sees it and fails every `docker run` unless it can load docker-default with
+# apparmor_parser; with the parser, a privileged container loads that profile
+# into the host's global policy. (The VM lane shows the real failure.)
+
+AA_NO_PARSER = AppArmorFacts(kernel_enabled=True, parser=None)
+AA_PARSER = AppArmorFacts(kernel_enabled=True, parser="/usr/sbin/apparmor_parser")
+
+
+def test_securityfs_not_mounted_when_apparmor_is_on_without_a_parser(mount_system) -> None:  # type: ignore[no-untyped-def]
+    """Kernel AppArmor on, no apparmor_parser: securityfs stays unmounted; the report says why."""
+    system = mount_system([ROOT])
+    report = prepare_securityfs(system, apparmor=AA_NO_PARSER)
+    assert system.calls == []
+    assert report.outcome is Outcome.NOT_NEEDED
+    assert report.severity is Severity.INFO
+    message = report.findings[0].message
+    assert "apparmor_parser" in message
+    assert "docker-default profile could not be loaded" in message
+
+
+def test_securityfs_already_mounted_without_a_parser_warns(mount_system) -> None:  # type: ignore[no-untyped-def]
+    """securityfs mounted by someone else, AppArmor on, no parser: a warning naming the failure."""
+    report = prepare_securityfs(mount_system([ROOT, SECFS]), apparmor=AA_NO_PARSER, dry_run=True)
+    assert report.outcome is Outcome.ALREADY
+    assert report.severity is Severity.WARNING
+    assert "could not be loaded" in report.findings[0].message
+    assert "dockerd 23" in (report.findings[0].remedy or "")
+
+
+def test_securityfs_with_a_parser_is_mounted_with_a_host_policy_warning(mount_system) -> None:  # type: ignore[no-untyped-def]
+    """With apparmor_parser in the image: mounted as docker:dind does, and the hazard named."""
+    system = mount_system([ROOT])
+    report = prepare_securityfs(system, apparmor=AA_PARSER)
+    assert [c[1] for c in system.calls] == ["/sys/kernel/security"]
+    assert report.outcome is Outcome.DONE
+    assert report.severity is Severity.WARNING
+    assert "host kernel's single, global policy" in report.findings[-1].message
+
+
+def test_securityfs_without_kernel_apparmor_is_mounted_quietly(mount_system) -> None:  # type: ignore[no-untyped-def]
+    """No AppArmor in the kernel: mounted as before, no warning."""
+    system = mount_system([ROOT])
+    report = prepare_securityfs(system, apparmor=AppArmorFacts(kernel_enabled=False, parser=None))
+    assert report.outcome is Outcome.DONE
+    assert report.severity is Severity.INFO
+
+
+def test_apparmor_facts_come_from_sysfs_and_path(tmp_path: Path) -> None:
+    """The kernel switch is read from /sys/module/apparmor; the parser is looked up on PATH."""
+    params = tmp_path / "sys" / "module" / "apparmor" / "parameters"
+    params.mkdir(parents=True)
+    (params / "enabled").write_text("Y\n")
+    bins = tmp_path / "bin"
+    bins.mkdir()
+    assert read_apparmor_facts(sys_root=str(tmp_path / "sys"), search_path=str(bins)) == (
+        AA_NO_PARSER
+    )
+    parser = bins / "apparmor_parser"
+    parser.write_text("#!/bin/sh\n")
+    parser.chmod(0o755)
+    facts = read_apparmor_facts(sys_root=str(tmp_path / "sys"), search_path=str(bins))
+    assert facts == AppArmorFacts(kernel_enabled=True, parser=str(parser))
+    (params / "enabled").write_text("N\n")
+    off = read_apparmor_facts(sys_root=str(tmp_path / "sys"), search_path=str(bins))
+    assert not off.kernel_enabled
+    assert not read_apparmor_facts(sys_root=str(tmp_path / "nothing")).kernel_enabled
