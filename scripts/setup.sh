@@ -37,7 +37,9 @@ RUNTIME_APT=(
 DEV_APT=(
   busybox-static  # the tiny test image (docker import)
   prometheus      # promtool: checks metrics and alert rules
-  debootstrap     # the rootfs of the nested DinD test image
+  debootstrap     # the rootfs of the nested DinD test image, and of the VM lane's guest
+  qemu-system-x86 # the VM lane (tests/vm): a cgroup v2 host with systemd, under KVM or TCG
+  e2fsprogs       # mkfs.ext4 -d: the VM lane's disks from folders, without a loop mount
   xfsprogs        # an xfs loop image for the d_type preflight test
   systemd         # systemd-analyze verifies the unit file
   wrk             # HTTP load for the benchmarks

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-_FOLDER_MARKS = {"unit": "unit", "integration": "integration", "e2e": "e2e", "chaos": "chaos"}
+_FOLDER_MARKS = {
+    "unit": "unit", "integration": "integration", "e2e": "e2e", "chaos": "chaos", "vm": "vm",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
