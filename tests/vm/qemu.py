@@ -75,7 +75,10 @@ def probe_initramfs(dest: Path, busybox: Path = Path("/bin/busybox")) -> Path:
 
 def choose_accel(kernel: Path, work: Path, *, timeout: float = 30) -> Accel:
     """KVM if the guest kernel boots to userspace with it here, else TCG (and why)."""
-    tcg = ("-accel", "tcg,thread=multi", "-cpu", "max")
+    # One host thread for all vCPUs: with multi-threaded TCG the guest kernel was
+    # seen to die of "Oops: int3" in a function it had just live-patched (static
+    # keys via text_poke_bp), i.e. a vCPU ran stale code another had rewritten.
+    tcg = ("-accel", "tcg,thread=single", "-cpu", "max")
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return Accel(name="tcg", args=tcg, scale=TCG_SCALE, reason="no usable /dev/kvm")
     initramfs = probe_initramfs(work / "probe.cpio")

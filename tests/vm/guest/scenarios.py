@@ -32,7 +32,14 @@ from guestlib import (
     scaled,
 )
 
-NO_TLS = ("-e", "DOCKER_TLS_CERTDIR=")
+# Every dind container: no TLS (its own tests cover it), and the agent's timeouts scaled
+# for emulation, so a slow start or a slow ping under TCG is not taken for a hang.
+NO_TLS = (
+    "-e", "DOCKER_TLS_CERTDIR=",
+    "-e", f"DIND_SUPERVISOR_DOCKERD_START_TIMEOUT={int(scaled(60))}s",
+    "-e", f"DIND_SUPERVISOR_LIVENESS_INTERVAL={int(scaled(5))}s",
+    "-e", f"DIND_SUPERVISOR_LIVENESS_TIMEOUT={int(scaled(3))}s",
+)
 CGROUP = "/sys/fs/cgroup"
 Obs = dict[str, Any]
 
