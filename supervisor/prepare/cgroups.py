@@ -304,6 +304,19 @@ def _controller_error(
             " the agent starts (a docker exec loop?), or a process cannot be moved; stop it"
             " and restart the container",
         )
+    if exc.errno == errno.EOPNOTSUPP and left:
+        # Seen on kernel 6.12: threaded controllers (cpuset, cpu, pids) may be enabled in a
+        # group that still holds processes, which makes it a "thread root"; domain
+        # controllers (io, memory) are then refused with EOPNOTSUPP, not EBUSY.
+        stuck = ", ".join(f"{p} ({unmovable[p]})" if p in unmovable else str(p) for p in left)
+        return PreparationError(
+            f"cannot enable cgroup controller {name!r} in {where}: {code} ({exc.strerror}):"
+            f" processes are still in the root group ({stuck}), so the kernel refuses"
+            f" domain controllers there{also}",
+            step="cgroup",
+            remedy="every process must leave the container's root cgroup before nesting:"
+            " find what could not be moved (the pids above) and restart the container",
+        )
     if exc.errno in (errno.ENOENT, errno.EINVAL, errno.EOPNOTSUPP):
         return PreparationError(
             f"cannot enable cgroup controller {name!r} in {where}: {code} ({exc.strerror}):"

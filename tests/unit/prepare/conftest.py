@@ -43,6 +43,7 @@ class FakeCgroupTree:
         stuck: dict[int, int] | None = None,
         refuse: dict[str, int] | None = None,
         mount_point: str = "/sys/fs/cgroup",
+        threaded_rules: bool = False,
     ) -> None:
         self.root = root  # where the files live
         self.mount_point = mount_point  # the path the code under test uses
@@ -54,6 +55,10 @@ class FakeCgroupTree:
         self.stuck = dict(stuck or {})
         self.refuse = dict(refuse or {})
         self.next_pid = 1000
+        # The kernel's finer rule (cgroup_vet_subtree_control_enable): threaded
+        # controllers may be enabled beside processes while no child is populated,
+        # which makes the group a thread root; domain ones are then EOPNOTSUPP.
+        self.threaded_rules = threaded_rules
         self.writes: list[tuple[str, str]] = []
         root.mkdir(parents=True, exist_ok=True)
         self._sync("")
@@ -125,12 +130,29 @@ class FakeCgroupTree:
                 code = self.refuse[name]
                 raise OSError(code, os.strerror(code))
             if sign == "+":
-                if self.procs[group]:
+                if self.procs[group] and self.threaded_rules:
+                    self._vet_threaded(group, name)
+                elif self.procs[group]:
                     raise OSError(errno.EBUSY, "Device or resource busy")
                 if name not in self.subtree[group]:
                     self.subtree[group].append(name)
             elif name in self.subtree[group]:
                 self.subtree[group].remove(name)
+
+    THREADED = frozenset({"cpuset", "cpu", "pids", "perf_event"})
+
+    def _vet_threaded(self, group: str, name: str) -> None:
+        """The kernel's check for a group holding processes (threaded_rules only)."""
+        populated_child = any(
+            self.procs[g] for g in self.procs if g and os.path.dirname(g) == group
+        )
+        thread_root = any(c in self.THREADED for c in self.subtree[group])
+        if name not in self.THREADED and thread_root:
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+        domain_enabled = any(c not in self.THREADED for c in self.subtree[group])
+        if name in self.THREADED and not populated_child and not domain_enabled:
+            return
+        raise OSError(errno.EBUSY, "Device or resource busy")
 
     def make_dir(self, path: str) -> None:
         rel = os.path.relpath(path, self.mount_point)

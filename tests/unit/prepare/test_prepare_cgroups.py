@@ -212,3 +212,34 @@ def test_agent_restarted_in_init_moves_newcomers_only(cgroup_tree) -> None:  # t
     assert report.data["moved"] == 1
     assert tree.procs[""] == []
     assert newcomer in tree.procs["init"]
+
+
+def test_domain_controller_refused_while_processes_remain_names_them(cgroup_tree) -> None:  # type: ignore[no-untyped-def]
+    """Nothing movable: cpuset/cpu go on beside the processes, io is EOPNOTSUPP; blame them.
+
+    What kernel 6.12 did in the VM lane when the move was deliberately skipped.
+    """
+    tree = cgroup_tree(pids=(1, 7), stuck={1: errno.EPERM, 7: errno.EPERM},
+                       threaded_rules=True)
+    with pytest.raises(PreparationError) as info:
+        enable_nesting(tree, max_rounds=2)
+    assert "'io'" in info.value.message
+    assert "ENOTSUP" in info.value.message  # errno.errorcode names EOPNOTSUPP so
+    assert "processes are still in the root group (1 (EPERM), 7 (EPERM))" in info.value.message
+    assert "did not delegate" not in info.value.message
+
+
+def test_threaded_rules_still_give_ebusy_for_a_newcomer(cgroup_tree) -> None:  # type: ignore[no-untyped-def]
+    """With init populated, a newcomer in root makes even cpuset EBUSY: the retry loop works."""
+    tree = cgroup_tree(spawn_reads=2, threaded_rules=True)
+    result = enable_nesting(tree)
+    assert tree.procs[""] == []
+    assert result.rounds == 3
+
+
+def test_domain_controller_refused_with_an_empty_root_is_delegation(cgroup_tree) -> None:  # type: ignore[no-untyped-def]
+    """EOPNOTSUPP with nothing left in root still points at the outer runtime's delegation."""
+    tree = cgroup_tree(refuse={"io": errno.EOPNOTSUPP})
+    with pytest.raises(PreparationError) as info:
+        enable_nesting(tree)
+    assert "did not delegate" in info.value.message
