@@ -11,7 +11,6 @@ observations. Timings go to ``<basetemp>/vm-timings.json`` and the summary.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import shutil
@@ -29,18 +28,30 @@ from tests.vm import guest_image, qemu
 
 REPO = Path(__file__).resolve().parents[2]
 GUEST_CODE = Path(__file__).with_name("guest")
-# The dind images the scenarios use, by Debian suite. bookworm's dockerd 20.10
-# is the one that shows the AppArmor defect (dockerd 23+ checks for the parser).
-SUITES = ("bookworm",)
-# What the guest runs, in this order (tests/vm/guest/scenarios.py has one function
-# each); systemd_unit last, as it replaces the guest's docker.service.
-SCENARIOS = (
-    "cgroup_v2_nesting", "cgroupns_host", "apparmor_securityfs", "policy_privileged",
-    "docs_runtime_settings", "kill_recovery", "systemd_unit",
+# What the guest runs, in this order: (scenario, suite of the dind image). Each
+# scenario is a function in tests/vm/guest/scenarios.py. Every scenario runs
+# with the bookworm image: its dockerd 20.10 is the one that shows the AppArmor
+# defect (dockerd 23+ checks for apparmor_parser). The trixie image (dockerd
+# 26.1) repeats the nesting scenario and shows that 26.1 is not affected by
+# securityfs. systemd_unit is last: it replaces the guest's docker.service.
+RUNS: tuple[tuple[str, str], ...] = (
+    ("cgroup_v2_nesting", "bookworm"),
+    ("cgroupns_host", "bookworm"),
+    ("apparmor_securityfs", "bookworm"),
+    ("policy_privileged", "bookworm"),
+    ("docs_runtime_settings", "bookworm"),
+    ("kill_recovery", "bookworm"),
+    ("cgroup_v2_nesting", "trixie"),
+    ("apparmor_securityfs", "trixie"),
+    ("systemd_unit", "bookworm"),
 )
 # Per scenario, in KVM seconds; multiplied by the accelerator's scale in the guest.
 SCENARIO_DEADLINE = 75.0
 LANE_DEADLINE_CAP = 2700.0  # whatever the sum, qemu is killed after 45 minutes
+
+
+def run_id(scenario: str, suite: str) -> str:
+    return f"{scenario}-{suite}"
 
 
 @dataclass
@@ -50,19 +61,20 @@ class Lane:
     outcome: qemu.RunOutcome
     timings: dict[str, Any] = field(default_factory=dict)
 
-    def scenario(self, name: str) -> dict[str, Any]:
-        """The observations of one scenario; a clear failure when it did not complete."""
-        if name not in selected_scenarios():
-            pytest.skip(f"{name} not in VM_LANE_SCENARIOS")
+    def scenario(self, name: str, suite: str = "bookworm") -> dict[str, Any]:
+        """The observations of one run; a clear failure when it did not complete."""
+        key = run_id(name, suite)
+        if key not in selected_runs():
+            pytest.skip(f"{key} not in VM_LANE_SCENARIOS")
         lane = self.results.get("lane", {})
         if "setup_error" in lane:
             pytest.fail(f"the guest's setup failed:\n{lane['setup_error']}\n{self.serial_tail()}")
-        record = self.results.get(name)
+        record = self.results.get(key)
         if record is None:
-            pytest.fail(f"scenario {name} has no result (guest exit {self.outcome.exit_code},"
+            pytest.fail(f"{key} has no result (guest exit {self.outcome.exit_code},"
                         f" {self.outcome.stderr}):\n{self.serial_tail()}")
         if not record.get("completed"):
-            pytest.fail(f"scenario {name} did not complete in the guest:\n{record.get('error')}")
+            pytest.fail(f"{key} did not complete in the guest:\n{record.get('error')}")
         return dict(record["observations"])
 
     def serial_tail(self, lines: int = 60) -> str:
@@ -71,46 +83,43 @@ class Lane:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def selected_scenarios() -> list[str]:
-    """All scenarios, or the comma-separated names in VM_LANE_SCENARIOS (for a quicker run)."""
+def selected_runs() -> list[str]:
+    """Every run's id, or those named in VM_LANE_SCENARIOS (comma-separated ids or
+    scenario names, e.g. ``cgroup_v2_nesting`` or ``cgroup_v2_nesting-trixie``)."""
+    ids = [run_id(*run) for run in RUNS]
     wanted = [n.strip() for n in os.environ.get("VM_LANE_SCENARIOS", "").split(",") if n.strip()]
-    unknown = set(wanted) - set(SCENARIOS)
-    assert not unknown, f"VM_LANE_SCENARIOS names unknown scenarios: {sorted(unknown)}"
-    return [n for n in SCENARIOS if n in wanted] if wanted else list(SCENARIOS)
+    if not wanted:
+        return ids
+    chosen = [i for (name, suite), i in zip(RUNS, ids, strict=True)
+              if i in wanted or name in wanted]
+    unknown = [w for w in wanted if w not in ids and w not in {name for name, _ in RUNS}]
+    assert not unknown, f"VM_LANE_SCENARIOS names unknown runs: {unknown}"
+    return chosen
 
 
-def _images(work: Path) -> tuple[list[Path], dict[str, float], str]:
-    """Build the dind image(s) in a sandboxed outer dockerd and `docker save` each one."""
+def _images(work: Path, suites: list[str]) -> tuple[dict[str, Path], dict[str, float]]:
+    """Build each suite's dind image in a sandboxed outer dockerd and `docker save` it."""
     outer = Outer(work / "outer")
-    tars: list[Path] = []
+    tars: dict[str, Path] = {}
     seconds: dict[str, float] = {}
-    takes_suite = "suite" in inspect.signature(e2e_image.build_image).parameters
-    first_image = ""
     try:
         outer.start()
-        for suite in SUITES:
+        for suite in suites:
             began = time.monotonic()
-            if takes_suite:
-                build: Any = e2e_image.build_image  # the suite-aware one, once it lands
-                build(outer.docker, work / f"build-{suite}", suite=suite)
-                tag = f"dind-supervisor:e2e-{suite}"
-            else:  # today's tests/e2e: bookworm only, one tag
-                assert suite == "bookworm", suite
-                e2e_image.build_image(outer.docker, work / f"build-{suite}")
-                tag = e2e_image.IMAGE
+            built = e2e_image.build_image(outer.docker, work / f"build-{suite}", suite=suite)
             tar = work / "input" / "images" / f"dind-{suite}.tar"
             tar.parent.mkdir(parents=True, exist_ok=True)
-            outer.docker("save", "-o", str(tar), tag, timeout=600)
-            tars.append(tar)
+            outer.docker("save", "-o", str(tar), built.image, timeout=600)
+            tars[suite] = tar
             seconds[suite] = time.monotonic() - began
-            first_image = first_image or tag
+            seconds[f"{suite}_base"] = built.base_seconds  # debootstrap when not cached
     finally:
         outer.stop()
-    return tars, seconds, first_image
+    return tars, seconds
 
 
-def _input_folder(folder: Path, image_tars: list[Path], image: str, accel: qemu.Accel,
-                  scenarios: list[str]) -> None:
+def _input_folder(folder: Path, image_tars: dict[str, Path], accel: qemu.Accel,
+                  runs: list[str]) -> None:
     shutil.copytree(GUEST_CODE, folder / "guest",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     shutil.copytree(REPO / "supervisor", folder / "src" / "supervisor",
@@ -119,9 +128,12 @@ def _input_folder(folder: Path, image_tars: list[Path], image: str, accel: qemu.
     shutil.copy2(REPO / "systemd" / "dind-supervisor.service", folder / "systemd")
     busybox_rootfs_tar(folder / "images")
     manifest = {
-        "image": image,
-        "images": [str(t.relative_to(folder)) for t in image_tars],
-        "scenarios": scenarios,
+        "images": [str(t.relative_to(folder)) for t in image_tars.values()],
+        "runs": [
+            {"id": run_id(name, suite), "scenario": name,
+             "image": e2e_image.suite_named(suite).image}
+            for name, suite in RUNS if run_id(name, suite) in runs
+        ],
         "scenario_deadline": SCENARIO_DEADLINE,
         "accel": accel.name,
     }
@@ -136,14 +148,15 @@ def lane(tmp_path_factory: pytest.TempPathFactory) -> Lane:
         pytest.skip("the VM lane needs root (debootstrap, the outer dockerd)")
     missing = qemu.tools_missing()
     assert not missing, f"missing {missing}: scripts/setup.sh installs them"
-    names = selected_scenarios()
+    runs = selected_runs()
+    suites = sorted({suite for name, suite in RUNS if run_id(name, suite) in runs})
     work = tmp_path_factory.mktemp("vm")
     timings: dict[str, Any] = {}
     began = time.monotonic()
     guest = guest_image.build_guest()
     timings["guest_build_seconds"] = round(guest.build_seconds, 1)
     timings["guest_cached"] = guest.cached
-    tars, image_seconds, image = _images(work)
+    tars, image_seconds = _images(work, suites)
     timings["dind_image_seconds"] = {k: round(v, 1) for k, v in image_seconds.items()}
     accel_began = time.monotonic()
     accel = qemu.choose_accel(guest.kernel, work)
@@ -151,13 +164,13 @@ def lane(tmp_path_factory: pytest.TempPathFactory) -> Lane:
     timings["accel"] = accel.name
     timings["accel_reason"] = accel.reason
     folder = work / "input"
-    _input_folder(folder, tars, image, accel, names)
+    _input_folder(folder, tars, accel, runs)
     disks_began = time.monotonic()
     input_disk = qemu.make_input_disk(folder, work / "input.img")
     results_disk = qemu.make_results_disk(work / "results.img")
     shutil.rmtree(folder / "images")  # the disk holds them now
     timings["disks_seconds"] = round(time.monotonic() - disks_began, 1)
-    deadline = min(LANE_DEADLINE_CAP, 300 + len(names) * SCENARIO_DEADLINE * accel.scale)
+    deadline = min(LANE_DEADLINE_CAP, 300 + len(runs) * SCENARIO_DEADLINE * accel.scale)
     try:
         outcome = qemu.boot(
             kernel=guest.kernel, initrd=guest.initrd, root_disk=guest.root_disk,
@@ -172,8 +185,7 @@ def lane(tmp_path_factory: pytest.TempPathFactory) -> Lane:
     timings["boot_seconds"] = setup.get("uptime_at_start")
     timings["image_load_seconds"] = setup.get("image_load_seconds")
     timings["scenario_seconds"] = {
-        name: round(outcome.results[name]["seconds"], 1)
-        for name in names if name in outcome.results
+        key: round(outcome.results[key]["seconds"], 1) for key in runs if key in outcome.results
     }
     timings["lane_seconds"] = round(time.monotonic() - began, 1)
     (work.parent / "vm-timings.json").write_text(json.dumps(timings, indent=1))

@@ -203,7 +203,7 @@ def build_guest() -> Guest:
         rootfs = work / "rootfs"
         try:
             _run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-                  SUITE, str(rootfs), apt_mirror(suite="bookworm")], timeout=1200)
+                  SUITE, str(rootfs), apt_mirror(suite=SUITE)], timeout=1200)
             wheels = work / "wheels"
             _download_wheels(wheels)
             _configure(rootfs, wheels)

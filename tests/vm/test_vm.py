@@ -14,11 +14,14 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.image import suite_named
 from tests.vm.conftest import Lane
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(3600)]
 
 UNLIMITED = "unlimited"
+# The nesting scenario runs with both dind images (dockerd 20.10 and 26.1).
+BOTH_SUITES = pytest.mark.parametrize("suite", ["bookworm", "trixie"])
 
 
 def _step(prepare: dict[str, Any] | None, name: str) -> dict[str, Any]:
@@ -48,16 +51,17 @@ def test_guest_booted_and_ran_every_scenario(lane: Lane) -> None:
     assert version.startswith("26.1"), setup
     assert (cgroup_version, driver) == ("2", "systemd"), setup
     assert info.get("finished"), (info.get("order"), lane.serial_tail())
-    assert info["order"] == info["manifest"]["scenarios"]
+    assert info["order"] == [run["id"] for run in info["manifest"]["runs"]]
     assert lane.accel.name in ("kvm", "tcg")
 
 
 # 1. cgroup v2 nesting ---------------------------------------------------------------
 
 
-def test_nesting_empties_the_root_group_and_delegates_controllers(lane: Lane) -> None:
+@BOTH_SUITES
+def test_nesting_empties_the_root_group_and_delegates_controllers(lane: Lane, suite: str) -> None:
     """--privileged, private cgroupns: the container's root group is empty, controllers enabled."""
-    obs = lane.scenario("cgroup_v2_nesting")
+    obs = lane.scenario("cgroup_v2_nesting", suite)
     files = obs["host_group_files"]
     assert files["cgroup.procs"] == "", files  # seen from the guest host, not from inside
     delegated = files["cgroup.subtree_control"].split()
@@ -72,9 +76,10 @@ def test_nesting_empties_the_root_group_and_delegates_controllers(lane: Lane) ->
     assert step["data"]["moved"] >= 1, step
 
 
-def test_exec_storm_during_start_leaves_the_root_group_empty(lane: Lane) -> None:
+@BOTH_SUITES
+def test_exec_storm_during_start_leaves_the_root_group_empty(lane: Lane, suite: str) -> None:
     """docker exec in a loop while the agent nests (docker-library/docker#308, #495): no EBUSY."""
-    obs = lane.scenario("cgroup_v2_nesting")
+    obs = lane.scenario("cgroup_v2_nesting", suite)
     storm = obs["storm"]
     assert storm["started"] >= storm["workers"] * 2, storm
     step = _step(obs["prepare"], "cgroup")
@@ -86,9 +91,10 @@ def test_exec_storm_during_start_leaves_the_root_group_empty(lane: Lane) -> None
     assert not [e for e in storm["errors"] if "EBUSY" in e or "busy" in e], storm
 
 
-def test_nested_limits_are_enforced(lane: Lane) -> None:
+@BOTH_SUITES
+def test_nested_limits_are_enforced(lane: Lane, suite: str) -> None:
     """--memory 64m, --pids-limit 50 and --cpus 0.5 on a nested container hold in its cgroup."""
-    obs = lane.scenario("cgroup_v2_nesting")
+    obs = lane.scenario("cgroup_v2_nesting", suite)
     assert obs["nested_group"].startswith(obs["host_group"] + "/docker/"), obs["nested_group"]
     assert obs["nested_files"] == {
         "memory.max": "67108864\n", "pids.max": "50\n", "cpu.max": "50000 100000\n"
@@ -126,9 +132,10 @@ def test_cgroupns_host_moves_nothing_and_says_what_it_costs(lane: Lane) -> None:
 # Defect b: `check` from docker exec after nesting ----------------------------------------
 
 
-def test_check_after_nesting_reports_nesting_in_place(lane: Lane) -> None:
+@BOTH_SUITES
+def test_check_after_nesting_reports_nesting_in_place(lane: Lane, suite: str) -> None:
     """`docker exec <dind> dind-supervisor check` once nested: no cgroupns warning, exit 0."""
-    obs = lane.scenario("cgroup_v2_nesting")
+    obs = lane.scenario("cgroup_v2_nesting", suite)
     check = obs["check"]
     assert check["rc"] == 0, check
     cgroup = _findings(check["stdout"], "prepare.cgroup")
@@ -139,10 +146,11 @@ def test_check_after_nesting_reports_nesting_in_place(lane: Lane) -> None:
 # Defect a: AppArmor kernel, dockerd 20.10, securityfs ----------------------------------------
 
 
-def test_apparmor_kernel_nested_runs_work_without_securityfs(lane: Lane) -> None:
+@BOTH_SUITES
+def test_apparmor_kernel_nested_runs_work_without_securityfs(lane: Lane, suite: str) -> None:
     """AppArmor kernel: the agent leaves securityfs alone, so dockerd 20.10 runs containers."""
-    obs = lane.scenario("cgroup_v2_nesting")
-    assert obs["dockerd_version"].startswith("20.10"), obs["dockerd_version"]
+    obs = lane.scenario("cgroup_v2_nesting", suite)
+    assert obs["dockerd_version"].startswith(suite_named(suite).dockerd), obs["dockerd_version"]
     assert obs["securityfs_in_container"] == "0"
     step = _step(obs["prepare"], "securityfs")
     assert step["outcome"] == "not_needed", step
@@ -164,6 +172,13 @@ def test_apparmor_securityfs_mounted_breaks_dockerd_20_and_check_says_so(lane: L
                 if f["severity"] == "warning"]
     assert warnings, obs["check"]
     assert "could not be loaded" in warnings[0]["message"], warnings
+
+
+def test_apparmor_securityfs_mounted_does_not_break_dockerd_26(lane: Lane) -> None:
+    """dockerd 26.1 checks for apparmor_parser itself: with securityfs mounted it still runs."""
+    obs = lane.scenario("apparmor_securityfs", "trixie")
+    assert obs["kernel_apparmor"] == "Y"
+    assert obs["nested_run"]["rc"] == 0, obs["nested_run"]
 
 
 # 2. the policy with CAP_SYS_RESOURCE --------------------------------------------------------
@@ -271,11 +286,6 @@ def test_kill_9_dockerd_is_recovered_and_nested_containers_keep_running(lane: La
     assert obs["dockerd_restarts_exit"] == 1
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="the agent's death is made survivable on main by the lead (PID 1 starts a new"
-    " agent that takes over dockerd); until then PID 1 ends the container",
-)
 def test_kill_9_agent_is_survived(lane: Lane) -> None:
     """kill -9 of the agent: a new agent takes over dockerd; the nested container keeps its pid."""
     obs = lane.scenario("kill_recovery")

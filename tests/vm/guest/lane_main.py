@@ -100,13 +100,14 @@ def main() -> int:
         results.put("lane.json", lane)
         return 1
     results.put("lane.json", lane)
-    for name in manifest["scenarios"]:
+    for entry in manifest["runs"]:
+        name = entry["id"]
         print(f"lane: scenario {name} starting", flush=True)
-        record: dict[str, Any] = {"name": name, "completed": False}
+        record: dict[str, Any] = {"name": name, "image": entry["image"], "completed": False}
         began = time.monotonic()
         signal.setitimer(signal.ITIMER_REAL, scaled(manifest["scenario_deadline"]))
         try:
-            record["observations"] = SCENARIOS[name](manifest["image"])
+            record["observations"] = SCENARIOS[entry["scenario"]](entry["image"])
             record["completed"] = True
         except Exception as exc:  # a failed scenario is reported; the next one still runs
             record["error"] = f"{describe_failure(exc)}\n{traceback.format_exc()}"
