@@ -58,7 +58,7 @@ def group_files(path: str, names: tuple[str, ...]) -> dict[str, str | None]:
 
 
 class ExecStorm:
-    """`docker exec NAME sleep 1` from several threads until stopped: the #308/#495 race."""
+    """`docker exec NAME sleep N` from several threads until stopped: the #308/#495 race."""
 
     def __init__(self, name: str, workers: int = 4) -> None:
         self.name = name
@@ -74,8 +74,10 @@ class ExecStorm:
             with self.lock:
                 self.started += 1
             try:
+                # Each exec'd process stays a while: under emulation a docker exec itself
+                # takes seconds, and the agent must find some in the root group.
                 result = subprocess.run(
-                    ["docker", "exec", self.name, "sleep", "1"],
+                    ["docker", "exec", self.name, "sleep", str(int(scaled(4)))],
                     capture_output=True, text=True, timeout=scaled(30), check=False,
                 )
                 code, err = result.returncode, result.stderr.strip()
@@ -118,7 +120,15 @@ def cgroup_v2_nesting(image: str) -> Obs:
     obs: Obs = {}
     name = "s1-nesting"
     docker("rm", "-f", "-v", name, check=False)
-    docker("create", "--name", name, "--privileged", *NO_TLS, image, timeout=120)
+    # The agent starts only once a `docker exec` process sits in the root group, so the
+    # storm is there while it nests, however fast it is (the shell's read loop forks
+    # nothing, so it counts only itself and the execs). Bounded: 30 s, then it starts.
+    gate = ("i=0; while [ $i -lt 150 ]; do n=0;"
+            " while read -r _; do n=$((n+1)); done < /sys/fs/cgroup/cgroup.procs;"
+            " [ $n -gt 1 ] && break; i=$((i+1)); sleep 0.2; done;"
+            " exec dind-supervisor run --")
+    docker("create", "--name", name, "--privileged", *NO_TLS, "--entrypoint", "sh", image,
+           "-c", gate, timeout=120)
     dind = Dind(name)
     try:
         docker("start", name, timeout=120)
