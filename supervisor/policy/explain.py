@@ -147,24 +147,37 @@ def _rlimit(
         remedy = "ask for SOFT:HARD with SOFT <= HARD (compose files are not checked for this)"
     else:
         hard = found[1] if found else None
-        limit = f"dockerd's {format_value(hard)}" if hard is not None else "dockerd's"
         asked = f" ({requested})" if requested else ""
-        message = (
-            f"runc could not set {what} for a container: it asked for a hard limit{asked}"
-            f" above {limit}"
-        )
-        if rlimit is NOFILE and hard is not None and hard >= probe.read_nr_open(proc_root):
-            remedy = nr_open_remedy(None, hard)
-        elif rlimit is not None and hard is not None:
-            most = _most(rlimit, probe.read_nr_open(proc_root))
-            wanted = _hard_of(requested) or most
-            remedy = (
-                f"run the container with {docker_ulimit(rlimit, hard, hard)} or less, or let"
-                f" dockerd have more: {outer_remedy(rlimit, wanted, wanted, placement)}"
+        wanted = _hard_of(requested)
+        nr_open = probe.read_nr_open(proc_root)
+        if rlimit is NOFILE and wanted is not None and wanted > nr_open:
+            # No capability lifts this one: the kernel caps open files at fs.nr_open, so
+            # even a dockerd with CAP_SYS_RESOURCE gets EPERM (`--ulimit nofile=-1`).
+            message = (
+                f"runc could not set {what} for a container: it asked for a hard limit{asked}"
+                f" above fs.nr_open ({nr_open}), the kernel's ceiling on open files, which no"
+                " capability lifts"
             )
+            remedy = nr_open_remedy(None, nr_open)
         else:
-            remedy = "ask for less, or raise the limit in the outer runtime (--ulimit)"
-        message += ", and nothing in this container has CAP_SYS_RESOURCE to raise it"
+            limit = f"dockerd's {format_value(hard)}" if hard is not None else "dockerd's"
+            message = (
+                f"runc could not set {what} for a container: it asked for a hard limit{asked}"
+                f" above {limit}"
+            )
+            if rlimit is NOFILE and hard is not None and hard >= nr_open:
+                remedy = nr_open_remedy(None, hard)
+            elif rlimit is not None and hard is not None:
+                most = _most(rlimit, nr_open)
+                wanted = wanted or most
+                remedy = (
+                    f"run the container with {docker_ulimit(rlimit, hard, hard)} or less, or"
+                    f" let dockerd have more: {outer_remedy(rlimit, wanted, wanted, placement)}"
+                )
+            else:
+                remedy = "ask for less, or raise the limit in the outer runtime (--ulimit)"
+            if not _has_cap_sys_resource(proc_root, pid):
+                message += ", and nothing in this container has CAP_SYS_RESOURCE to raise it"
     return RuntimeLimitError(
         kind="rlimit", resource=name, rlimit_type=number, error=error, requested=requested,
         limit_found=limit_text, container_id=container_id, certain=True, message=message,

@@ -157,6 +157,32 @@ def test_nofile_at_nr_open_points_to_the_sysctl(proc: Path) -> None:
     assert "fs.nr_open" in error.remedy
 
 
+def test_unlimited_nofile_with_the_capability_names_fs_nr_open(proc: Path) -> None:
+    """--privileged (CAP_SYS_RESOURCE) and `--ulimit nofile=-1`: only fs.nr_open refuses; the
+    explanation names it and never blames a missing capability (seen in the VM lane)."""
+    fake_process(proc, 45, nofile=("1048576", "1048576"), capeff=ALL_CAPS)
+    error = explain_runtime_error(REAL_RLIMIT_LINE, proc_root=proc, dockerd_pid=45,
+                                  requested="-1:-1")
+    assert error is not None
+    assert "CAP_SYS_RESOURCE" not in error.message
+    assert "above fs.nr_open (1048576)" in error.message
+    assert "fs.nr_open" in error.remedy
+
+
+def test_with_the_capability_no_missing_capability_is_blamed(proc: Path) -> None:
+    """A capable dockerd whose own hard limit is lower: the limit is named, not the capability."""
+    fake_process(proc, 46, nofile=("20000", "20000"), capeff=ALL_CAPS)
+    error = explain_runtime_error(REAL_RLIMIT_LINE, proc_root=proc, dockerd_pid=46,
+                                  requested="30000:30000")
+    assert error is not None
+    assert "above dockerd's 20000" in error.message
+    assert "CAP_SYS_RESOURCE" not in error.message
+    without = explain_runtime_error(REAL_RLIMIT_LINE, proc_root=proc, dockerd_pid=42,
+                                    requested="30000:30000")
+    assert without is not None
+    assert "nothing in this container has CAP_SYS_RESOURCE" in without.message
+
+
 def test_soft_above_hard_is_explained(proc: Path) -> None:
     """runc's 'invalid argument' means soft above hard, and says so."""
     error = explain_runtime_error(RUNC_EINVAL_LINE, proc_root=proc, dockerd_pid=42)

@@ -261,11 +261,6 @@ def test_nested_unlimited_nofile_is_seen_and_explained(lane: Lane) -> None:
     assert (explained["resource"], explained["rlimit_type"]) == ("nofile", 7), explained
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="policy/explain.py blames a missing CAP_SYS_RESOURCE; with --privileged the cause"
-    " is that unlimited nofile is above fs.nr_open (outside this lane's change; reported)",
-)
 def test_nested_unlimited_nofile_explanation_names_fs_nr_open(lane: Lane) -> None:
     """With CAP_SYS_RESOURCE, only fs.nr_open refuses nofile: the explanation must say so."""
     obs = lane.scenario("docs_runtime_settings")
