@@ -113,7 +113,9 @@ class RestartConfig:
 class LivenessConfig:
     interval: float = _duration(5.0, "time between liveness pings of a ready dockerd")
     timeout: float = _duration(3.0, "a ping slower than this is a miss")
-    failures: int = _opt(3, "misses in a row before dockerd is treated as hung")
+    failures: int = _opt(
+        3, "misses in a row before dockerd (or the agent's containerd) is treated as hung"
+    )
     kill_grace: float = _duration(5.0, "wait after TERM to a hung dockerd before KILL")
 
 
