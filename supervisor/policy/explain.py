@@ -126,10 +126,13 @@ def _read(proc_root: str | Path, pid: int | None) -> tuple[dict[int, tuple[int, 
 
 def _has_cap_sys_resource(proc_root: str | Path, pid: int | None) -> bool:
     try:
-        caps = probe.read_capabilities(proc_root, "self" if pid is None else pid)
+        who: int | str = "self" if pid is None else pid
+        caps = probe.read_capabilities(proc_root, who)
     except OSError:
         return False
-    return caps.effective_has(probe.CAP_SYS_RESOURCE)
+    return caps.effective_has(probe.CAP_SYS_RESOURCE) and probe.in_initial_user_namespace(
+        proc_root, who
+    )
 
 
 def _rlimit(
@@ -150,13 +153,17 @@ def _rlimit(
         asked = f" ({requested})" if requested else ""
         wanted = _hard_of(requested)
         nr_open = probe.read_nr_open(proc_root)
-        if rlimit is NOFILE and wanted is not None and wanted > nr_open:
-            # No capability lifts this one: the kernel caps open files at fs.nr_open, so
-            # even a dockerd with CAP_SYS_RESOURCE gets EPERM (`--ulimit nofile=-1`).
+        capable = _has_cap_sys_resource(proc_root, pid)
+        # No capability lifts this one: the kernel caps open files at fs.nr_open, so even a
+        # dockerd with CAP_SYS_RESOURCE gets EPERM (`--ulimit nofile=-1`). When the request
+        # is unknown (a `docker run --rm` container is gone before it can be inspected), a
+        # capable dockerd still leaves fs.nr_open as the only refusal setrlimit has.
+        if rlimit is NOFILE and (wanted > nr_open if wanted is not None else capable):
+            because = "" if wanted is not None else " (dockerd has CAP_SYS_RESOURCE, so it was)"
             message = (
                 f"runc could not set {what} for a container: it asked for a hard limit{asked}"
-                f" above fs.nr_open ({nr_open}), the kernel's ceiling on open files, which no"
-                " capability lifts"
+                f" above fs.nr_open ({nr_open}){because}, the kernel's ceiling on open files,"
+                " which no capability lifts"
             )
             remedy = nr_open_remedy(None, nr_open)
         else:
@@ -176,7 +183,7 @@ def _rlimit(
                 )
             else:
                 remedy = "ask for less, or raise the limit in the outer runtime (--ulimit)"
-            if not _has_cap_sys_resource(proc_root, pid):
+            if not capable:
                 message += ", and nothing in this container has CAP_SYS_RESOURCE to raise it"
     return RuntimeLimitError(
         kind="rlimit", resource=name, rlimit_type=number, error=error, requested=requested,

@@ -15,7 +15,14 @@ from typing import Any
 
 from supervisor.errors import PolicyError
 from supervisor.findings import Finding, Severity
-from supervisor.policy.limits import INFINITY, NOFILE, Rlimit, format_pair, format_value
+from supervisor.policy.limits import (
+    INFINITY,
+    NOFILE,
+    NR_OPEN_MAX,
+    Rlimit,
+    format_pair,
+    format_value,
+)
 from supervisor.policy.placement import Placement, raise_limit_remedy
 from supervisor.policy.spec import PROCESSES, Mode, Policy
 
@@ -170,6 +177,9 @@ def hard_limit_remedy(rlimit: Rlimit, soft: int, hard: int, key: str | None, fou
 
 def nr_open_remedy(key: str | None, nr_open: int) -> str:
     lower = f"lower {key} to" if key else "ask for"
+    if nr_open >= NR_OPEN_MAX:
+        # Already the most any kernel accepts (systemd sets it so): only a number fits.
+        return f"{lower} a number of open files, at most {nr_open} (unlimited is not possible)"
     return (
         "raise fs.nr_open on the host (sysctl -w fs.nr_open=N; it cannot be changed from"
         f" inside a container), or {lower} at most {nr_open}"

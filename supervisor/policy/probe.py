@@ -57,6 +57,17 @@ def read_euid(proc_root: str | Path, pid: int | str) -> int:
     return 0
 
 
+def in_initial_user_namespace(proc_root: str | Path, pid: int | str) -> bool:
+    """Whether the process's capabilities count for rlimits: setrlimit asks for
+    CAP_SYS_RESOURCE in the initial user namespace, so a full CapEff inside a user
+    namespace (rootless, userns-remap) raises nothing. No uid_map readable: assume so."""
+    try:
+        rows = (_pid_dir(proc_root, pid) / "uid_map").read_text().split()
+    except OSError:
+        return True
+    return rows == ["0", "0", "4294967295"]
+
+
 def read_capabilities(proc_root: str | Path, pid: int | str) -> Capabilities:
     fields: dict[str, int] = {}
     for line in (_pid_dir(proc_root, pid) / "status").read_text().splitlines():

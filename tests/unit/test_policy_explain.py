@@ -319,3 +319,27 @@ def test_rlimit_remedy_fits_where_the_agent_runs(proc: Path, placement: str,
     for other, word in others.items():
         if other != placement:
             assert word not in error.remedy.split(" or less", 1)[1], other
+
+
+def test_unknown_request_with_the_capability_names_fs_nr_open(proc: Path) -> None:
+    """`docker run --rm --ulimit nofile=-1` on a capable dockerd: the container is gone before
+    it can be inspected, yet only fs.nr_open can have refused (seen in the VM lane, where
+    systemd raised fs.nr_open above dockerd's own limit)."""
+    (proc / "sys" / "fs" / "nr_open").write_text("1073741816\n")
+    fake_process(proc, 47, nofile=("1048576", "1048576"), capeff=ALL_CAPS)
+    error = explain_runtime_error(REAL_RLIMIT_LINE, proc_root=proc, dockerd_pid=47)
+    assert error is not None
+    assert "above fs.nr_open (1073741816)" in error.message
+    assert "CAP_SYS_RESOURCE, so it was" in error.message
+    assert "unlimited is not possible" in error.remedy  # fs.nr_open is already the maximum
+
+
+def test_capability_inside_a_user_namespace_raises_nothing(proc: Path) -> None:
+    """A full CapEff inside a user namespace (rootless, userns-remap) does not count for
+    setrlimit: the missing capability is still named, and fs.nr_open is not guessed."""
+    folder = fake_process(proc, 48, nofile=("1048576", "1048576"), capeff=ALL_CAPS)
+    (folder / "uid_map").write_text("         0       1000          1\n")
+    error = explain_runtime_error(REAL_RLIMIT_LINE, proc_root=proc, dockerd_pid=48)
+    assert error is not None
+    assert "nothing in this container has CAP_SYS_RESOURCE" in error.message
+    assert "fs.nr_open (" not in error.message
