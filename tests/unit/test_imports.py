@@ -23,6 +23,14 @@ def loaded_after(statement: str) -> set[str]:
     return {name.split(".")[0] for name in json.loads(out.stdout)}
 
 
+@pytest.mark.parametrize("module", ["typing", "dataclasses", "inspect", "argparse"])
+def test_pid1_stays_small(module: str) -> None:
+    """PID 1 lives on after the fork: what it imports stays resident there (and in the agent's
+    RSS, counted twice)."""
+    loaded = loaded_after("import supervisor.entry, supervisor.init")
+    assert module not in loaded
+
+
 def test_the_agent_never_loads_cryptography() -> None:
     """The agent's modules, TLS part included, leave cryptography to the worker process."""
     loaded = loaded_after("import supervisor.run, supervisor.app, supervisor.tls.service")
