@@ -62,9 +62,12 @@ HEALTHY_AFTER = 1.0
 
 
 def same_flags(argv: Sequence[str], serves: Sequence[str]) -> list[str]:
-    """Our dockerd's argv for a bare dockerd: the held sockets' addresses instead of fd://."""
+    """Our dockerd's argv for a bare dockerd: the held sockets' addresses instead of fd://,
+    and no ``--containerd`` (the containerd the agent runs): bare dockerd starts its own,
+    as docker:dind's does."""
     hosts = [f"--host={address}" for address in serves]
-    return [argv[0], *hosts, *(a for a in argv[1:] if a != "--host=fd://")]
+    kept = (a for a in argv[1:] if a != "--host=fd://" and not a.startswith("--containerd="))
+    return [argv[0], *hosts, *kept]
 
 
 def make_certs(dest: Path) -> Path:

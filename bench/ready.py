@@ -31,7 +31,8 @@ TLS_ENV = {"DOCKER_TLS_CERTDIR": "/certs"}
 START_TIMEOUT = 90.0
 # Milestones of the agent's start, by the log event that marks them.
 MILESTONES = {"agent_started": "agent", "certificates_ready": "certs",
-              "dockerd_started": "dockerd_spawned", "dockerd_ready": "dockerd_ready"}
+              "containerd_started": "containerd", "dockerd_started": "dockerd_spawned",
+              "dockerd_ready": "dockerd_ready"}
 
 
 @dataclass(slots=True, kw_only=True)

@@ -112,7 +112,10 @@ _PHASES = (
     ("agent", "agent_started: interpreter, PID 1's imports, the fork, the agent's imports and"
      " configuration"),
     ("certs", "certificates ready (issued on a first start; their record read on a restart)"),
-    ("dockerd_spawned", "dockerd spawned (the launch done: lock, policy, preparation, sockets)"),
+    ("containerd", "containerd answering (the agent runs it; started and awaited before"
+     " dockerd)"),
+    ("dockerd_spawned", "dockerd spawned (the launch done: lock, policy, preparation, sockets,"
+     " containerd)"),
     ("answered", "first `GET /_ping` answered"),
     ("dockerd_ready", "dockerd ready in the agent's own view (its imports, READY=1, the"
      " TLS handshake)"),
