@@ -145,6 +145,7 @@ class ClientLoop:
             "--out", str(out),
         ]
         self.process: subprocess.Popen[bytes] | None = None
+        self._error: str | None = None  # its stderr, once it has ended
 
     def start(self) -> ClientLoop:
         self.out.touch()
@@ -162,17 +163,18 @@ class ClientLoop:
 
     def stop(self, timeout: float = 10.0) -> list[Call]:
         """SIGTERM (a call in progress is dropped, not counted), then every call made."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+        process = self.process
+        if process is not None and self._error is None:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(timeout=timeout)
+                _out, err = process.communicate(timeout=timeout)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=timeout)
-        if self.process is not None and self.process.returncode not in (0, -signal.SIGTERM):
-            err = self.process.stderr.read().decode(errors="replace") if self.process.stderr \
-                else ""
-            raise RuntimeError(f"the client loop failed ({self.process.returncode}): {err}")
+                process.kill()
+                _out, err = process.communicate(timeout=timeout)
+            self._error = err.decode(errors="replace") if err else ""
+        if process is not None and process.returncode not in (0, -signal.SIGTERM):
+            raise RuntimeError(f"the client loop failed ({process.returncode}): {self._error}")
         return self.calls()
 
     def __enter__(self) -> ClientLoop:
