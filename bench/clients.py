@@ -23,7 +23,6 @@ network namespace. Does not own the sandbox harness or the report.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import functools
 import os
@@ -138,6 +137,17 @@ class _Run:
         poll(functools.partial(_new_dockerd, self.box, old), timeout=60, interval=0.005,
              what="a new dockerd after kill -9")
 
+    def play(self, *, rotations: int, kills: int, hangs: int, rotation: Callable[[], None],
+             kill: Callable[[], None], hang: Callable[[], None]) -> None:
+        """The sequence both sides go through: rotation, kill -9 (in turns), then the hangs."""
+        for index in range(max(rotations, kills)):
+            if index < rotations:
+                self.phase("rotation", rotation)
+            if index < kills:
+                self.phase("kill -9", kill)
+        for _ in range(hangs):
+            self.phase("hang", hang)
+
     def side(self) -> Side:
         calls: list[Call] = self.loop.stop()
         result = Side(total=tally(calls, self.kills))
@@ -190,13 +200,8 @@ def _ours_faults(space: Workspace, rotations: int, kills: int,
             poll(functools.partial(_new_dockerd, box, old), timeout=60, interval=0.01,
                  what="a new dockerd after the hang")
 
-        for index in range(max(rotations, kills)):
-            if index < rotations:
-                run.phase("rotation", rotation)
-            if index < kills:
-                run.phase("kill -9", kill)
-        for _ in range(hangs):
-            run.phase("hang", hang)
+        run.play(rotations=rotations, kills=kills, hangs=hangs, rotation=rotation, kill=kill,
+                 hang=hang)
         side = run.side()
         side.hang_seconds = max(hang_seconds, default=0.0)
         return side, started
@@ -238,13 +243,8 @@ def _bare_faults(space: Workspace, argv: list[str], certs: Path, *, rotations: i
             poll(functools.partial(_new_dockerd, box, old), timeout=60, interval=0.005,
                  what="bare dockerd after the hang")
 
-        for index in range(max(rotations, kills)):
-            if index < rotations:
-                run.phase("rotation", restart)
-            if index < kills:
-                run.phase("kill -9", kill)
-        for _ in range(hangs):
-            run.phase("hang", hang)
+        run.play(rotations=rotations, kills=kills, hangs=hangs, rotation=restart, kill=kill,
+                 hang=hang)
         return run.side()
     finally:
         space.close(box)
@@ -307,11 +307,11 @@ def first_call(space: Workspace, rounds: int, bare_argv: list[str], certs: Path)
     seed.start()
     wait_ping(seed.socket, timeout=START_TIMEOUT)
     seed.wait_ready(timeout=60)
-    _stop(space, seed)
+    space.stop(seed)
     bare_seed = space.sandbox("first-bare-seed", command=bare_argv, certs=certs)
     bare_seed.start()
     wait_ping(bare_seed.socket, timeout=START_TIMEOUT)
-    _stop(space, bare_seed)
+    space.stop(bare_seed)
     tls, unix = _FIRST_CALL.format(target=TLS_TARGET), _FIRST_CALL.format(target=UNIX_TARGET)
     for index in range(rounds):
         order = ("ours", "bare") if index % 2 == 0 else ("bare", "ours")
@@ -332,16 +332,8 @@ def first_call(space: Workspace, rounds: int, bare_argv: list[str], certs: Path)
                 try:
                     result.add(variant, *_first_call_once(box))
                 finally:
-                    _stop(space, box)
+                    space.stop(box)
     return result
-
-
-def _stop(space: Workspace, box: Sandbox) -> None:
-    if box.alive:
-        box.signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            box.wait(timeout=30)
-    space.close(box)
 
 
 # A build across a rotation ---------------------------------------------------------------

@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import statistics
+import subprocess
 import sys
 import sysconfig
 import tempfile
@@ -149,6 +151,14 @@ class Workspace:
         """A sandbox running our agent, installed-style (see ``INSTALLED_ENV``)."""
         return self.sandbox(name, command=agent_command(agent_args),
                             env={**INSTALLED_ENV, **(env or {})}, **kwargs)
+
+    def stop(self, box: Sandbox) -> None:
+        """Stop as `docker stop` would (TERM to PID 1, bounded), then close it."""
+        if box.alive:
+            box.signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                box.wait(timeout=30)
+        self.close(box)
 
     def close(self, box: Sandbox) -> None:
         """Kill the namespace and wait (bounded) until the kernel has emptied it."""

@@ -13,9 +13,7 @@ and the sandbox's own start-up. Every wait is bounded.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import signal
 import statistics
 import subprocess
 import time
@@ -49,15 +47,6 @@ class ReadyTimes:
         self.runs.setdefault(variant, []).append(seconds)
 
 
-def _stop(space: Workspace, box: Sandbox) -> None:
-    """Stop as `docker stop` would (TERM to PID 1, bounded), then make sure it is gone."""
-    if box.alive:
-        box.signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            box.wait(timeout=30)
-    space.close(box)
-
-
 def _start_timed(box: Sandbox) -> tuple[float, float]:
     """Start ``box``; return (seconds to the first /_ping answered, wall-clock start)."""
     wall = time.time()
@@ -87,14 +76,14 @@ def _ours(space: Workspace, result: ReadyTimes, variant: str, **kwargs: object) 
     if not result.bare_argv:
         started = box.events_named("dockerd_started")[0]
         result.bare_argv = same_flags(started["argv"], started["serves"])
-    _stop(space, box)
+    space.stop(box)
     return box
 
 
 def _bare(space: Workspace, result: ReadyTimes, variant: str, **kwargs: object) -> Sandbox:
     box = space.sandbox(variant, command=result.bare_argv, **kwargs)
     result.add(variant, _start_timed(box)[0])
-    _stop(space, box)
+    space.stop(box)
     return box
 
 
