@@ -1,23 +1,19 @@
-"""Benchmarks of dockerd's lifecycle under the agent, with bare dockerd beside it.
+"""Benchmarks of dockerd's lifecycle under the agent: recovery, hangs, rotations.
 
-Owns: time to ready (ours with TLS first start / restart, ours without TLS,
-bare dockerd first start / restart, interleaved), recovery after kill -9,
-hang detection after SIGSTOP with the default liveness settings, and TLS
-rotation (API gap, container continuity). Every wait is bounded. Does not
-own the sandbox harness or the report.
+Owns: recovery after kill -9 and hang detection after SIGSTOP with the
+default restart and liveness settings, and TLS rotation (the longest /_ping
+gap, container continuity). Time to ready is ``bench.ready``'s; what clients
+see across the same events is ``bench.clients``'. Every wait is bounded.
+Does not own the sandbox harness or the report.
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
 import functools
 import os
 import signal
-import subprocess
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,87 +21,10 @@ from bench.probes import Workspace, ping, wait_ping
 from tests.integration.sandbox import Sandbox, busybox_rootfs_tar, poll
 
 TLS_ENV = {"DOCKER_TLS_CERTDIR": "/certs"}
-BARE = ["dockerd", "--tls=false", "--bridge=none"]
 # The agent's restart.healthy_after default: a dockerd ready longer than this
 # is restarted at once when it dies (sooner, it is backed off as a failed start).
 HEALTHY_AFTER = 10.0
 START_TIMEOUT = 90.0
-
-
-@dataclass(slots=True, kw_only=True)
-class ReadyTimes:
-    """Seconds from `unshare` to the first answered /_ping, per variant and run."""
-
-    runs: dict[str, list[float]] = field(default_factory=dict)
-    # Where our first start spends its time (from the agent's own log lines).
-    phases: list[dict[str, float]] = field(default_factory=list)
-
-    def add(self, variant: str, seconds: float) -> None:
-        self.runs.setdefault(variant, []).append(seconds)
-
-
-def _stop(space: Workspace, box: Sandbox) -> None:
-    """Stop as `docker stop` would (TERM to PID 1, bounded), then make sure it is gone."""
-    if box.alive:
-        box.signal(signal.SIGTERM)
-        # A slow stop is killed by close() either way.
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            box.wait(timeout=30)
-    space.close(box)
-
-
-def _start_timed(box: Sandbox) -> tuple[float, float]:
-    """Start ``box``; return (seconds to first /_ping, wall-clock start)."""
-    wall = time.time()
-    started = time.monotonic()
-    box.start()
-    answered = wait_ping(box.socket, timeout=START_TIMEOUT)
-    return answered - started, wall
-
-
-def _phases(box: Sandbox, wall_start: float) -> dict[str, float]:
-    """Offsets of the agent's milestones from the start, from its JSON log lines."""
-    marks = {"agent_started": "agent", "certificates_ready": "certs",
-             "dockerd_started": "dockerd_spawned", "dockerd_ready": "dockerd_ready"}
-    found: dict[str, float] = {}
-    for event in box.events():
-        name = marks.get(str(event.get("event")))
-        if name and name not in found and "timestamp" in event:
-            stamp = dt.datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00"))
-            found[name] = stamp.timestamp() - wall_start
-    return found
-
-
-def time_to_ready(space: Workspace, runs: int) -> ReadyTimes:
-    """Interleave ours and bare dockerd so load from other users hits both alike."""
-    result = ReadyTimes()
-    for run in range(runs):
-        order: Sequence[str] = ("ours", "bare") if run % 2 == 0 else ("bare", "ours")
-        for kind in order:
-            if kind == "ours":
-                first = space.sandbox("ours-first", env=TLS_ENV)
-                seconds, wall = _start_timed(first)
-                result.add("ours_tls_first", seconds)
-                # After the timing: the agent logs dockerd_ready once it has
-                # confirmed what /_ping already showed.
-                first.wait_ready(timeout=60)
-                result.phases.append(_phases(first, wall))
-                _stop(space, first)
-                again = space.sandbox("ours-restart", env=TLS_ENV, data_root=first.data_root,
-                                      certs=first.certs)
-                result.add("ours_tls_restart", _start_timed(again)[0])
-                _stop(space, again)
-            else:
-                bare = space.sandbox("bare-first", command=BARE)
-                result.add("bare_first", _start_timed(bare)[0])
-                _stop(space, bare)
-                bare_again = space.sandbox("bare-restart", command=BARE, data_root=bare.data_root)
-                result.add("bare_restart", _start_timed(bare_again)[0])
-                _stop(space, bare_again)
-        plain = space.sandbox("ours-notls")
-        result.add("ours_notls_first", _start_timed(plain)[0])
-        _stop(space, plain)
-    return result
 
 
 def _wait_healthy(ready_at: float) -> None:
@@ -133,7 +52,7 @@ class Recovery:
 def recovery(space: Workspace, kills: int, hangs: int) -> Recovery:
     """kill -9 and SIGSTOP a dockerd under default settings; time detection and return."""
     result = Recovery()
-    box = space.sandbox("recovery", env=TLS_ENV)
+    box = space.ours("recovery", env=TLS_ENV)
     try:
         box.start()
         ready_at = wait_ping(box.socket, timeout=START_TIMEOUT)
@@ -230,9 +149,8 @@ def _one_rotation(box: Sandbox, seen: int, old: int, lifetime: float) -> float:
 def rotation(space: Workspace, rotations: int, lifetime: float) -> Rotation:
     """Short-lived server certs: each renewal restarts dockerd; the container must stay."""
     result = Rotation(lifetime=lifetime)
-    box = space.sandbox(
-        "rotation", env=TLS_ENV, agent_args=["--tls-server-lifetime", f"{lifetime:g}"]
-    )
+    box = space.ours("rotation", env=TLS_ENV,
+                     agent_args=["--tls-server-lifetime", f"{lifetime:g}"])
     try:
         box.start()
         wait_ping(box.socket, timeout=START_TIMEOUT)

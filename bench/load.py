@@ -188,7 +188,7 @@ def footprint_and_load(
 ) -> Load:
     """One agent with TLS on and default settings: idle, scraped, loaded, then orphans."""
     result = Load(containers=containers, orphans=orphans)
-    box = space.sandbox("load", env=TLS_ENV)
+    box = space.ours("load", env=TLS_ENV)
     try:
         box.start()
         wait_ping(box.socket, timeout=90)

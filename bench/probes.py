@@ -11,8 +11,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import statistics
+import subprocess
+import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -20,10 +24,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.integration.sandbox import Sandbox, poll
+from tests.integration.sandbox import REPO, Sandbox, poll
 
 PROC = Path("/proc")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# The agent runs as an installed package would (`pip install .`, as the image does):
+# the development venv's editable install adds a hook (.pth) to every interpreter's
+# start, about 10 ms and 2 MB that no installed copy has. `-S` leaves site out, `-P` the
+# working directory, and PYTHONPATH gives the same modules: the checkout and the venv's
+# site-packages.
+INSTALLED_ENV = {"PYTHONPATH": os.pathsep.join((str(REPO), sysconfig.get_paths()["purelib"]))}
+
+
+def agent_command(agent_args: Sequence[str] = (),
+                  dockerd_args: Sequence[str] = ("--bridge=none",)) -> list[str]:
+    """`dind-supervisor run` as the image runs it (default log level)."""
+    return [sys.executable, "-S", "-P", "-m", "supervisor", "run", *agent_args, "--",
+            *dockerd_args]
 
 
 def ping(sock: Path, *, timeout: float = 1.0) -> bool:
@@ -128,6 +145,20 @@ class Workspace:
         box = Sandbox(root, **kwargs)
         self.live.append(box)
         return box
+
+    def ours(self, name: str, *, env: dict[str, str] | None = None,
+             agent_args: Sequence[str] = (), **kwargs: Any) -> Sandbox:
+        """A sandbox running our agent, installed-style (see ``INSTALLED_ENV``)."""
+        return self.sandbox(name, command=agent_command(agent_args),
+                            env={**INSTALLED_ENV, **(env or {})}, **kwargs)
+
+    def stop(self, box: Sandbox) -> None:
+        """Stop as `docker stop` would (TERM to PID 1, bounded), then close it."""
+        if box.alive:
+            box.signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                box.wait(timeout=30)
+        self.close(box)
 
     def close(self, box: Sandbox) -> None:
         """Kill the namespace and wait (bounded) until the kernel has emptied it."""

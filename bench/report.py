@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.lifecycle import ReadyTimes
+from bench.probes import INSTALLED_ENV
+from bench.ready import ReadyTimes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,25 +99,43 @@ def import_profile(modules: Sequence[str] = IMPORTS, repeat: int = 3) -> list[st
 def _import_cost(module: str, repeat: int) -> tuple[float, int]:
     times, peaks = [], []
     for _ in range(repeat):
-        out = subprocess.run([sys.executable, "-c", _MEASURE.format(module)],
-                             capture_output=True, text=True, timeout=60, check=True)
+        out = subprocess.run([sys.executable, "-S", "-P", "-c", _MEASURE.format(module)],
+                             capture_output=True, text=True, timeout=60, check=True, cwd="/",
+                             env={"PATH": os.environ.get("PATH", ""), **INSTALLED_ENV})
         seconds, peak = out.stdout.split()
         times.append(float(seconds))
         peaks.append(int(peak))
     return statistics.median(times), int(statistics.median(peaks))
 
 
+_PHASES = (
+    ("agent", "agent_started: interpreter, PID 1's imports, the fork, the agent's imports and"
+     " configuration"),
+    ("certs", "certificates ready (issued on a first start; their record read on a restart)"),
+    ("containerd", "containerd answering (the agent runs it; started and awaited before"
+     " dockerd)"),
+    ("dockerd_spawned", "dockerd spawned (the launch done: lock, policy, preparation, sockets,"
+     " containerd)"),
+    ("answered", "first `GET /_ping` answered"),
+    ("dockerd_ready", "dockerd ready in the agent's own view (its imports, READY=1, the"
+     " TLS handshake)"),
+)
+
+
 def phase_lines(times: ReadyTimes) -> list[str]:
-    """Median offsets of our first start's milestones, from the agent's log."""
-    names = [("agent", "agent logging (interpreter, imports, config, fork)"),
-             ("certs", "certificates issued"),
-             ("dockerd_spawned", "dockerd spawned"),
-             ("dockerd_ready", "dockerd ready (agent's view)")]
-    lines = []
-    for key, label in names:
-        vals = [p[key] for p in times.phases if key in p]
-        if vals:
-            lines.append(f"- {label}: {fmt_runs(vals)} after `unshare`")
+    """Median offsets of our milestones (from the agent's log) and bare dockerd's answer."""
+    lines = [f"- every variant: the sandbox itself (`unshare`, three bind mounts, lo up,"
+             f" `exec true`): {fmt_runs(times.sandbox_start, 'ms', 1000, 0)}"]
+    for variant, title in (("ours_tls_first", "First start, TLS on, empty certdir"),
+                           ("ours_tls_restart", "Restart on existing certificates and data"
+                            " root")):
+        lines += ["", f"{title} (seconds after `unshare`):", ""]
+        for key, label in _PHASES:
+            vals = [p[key] for p in times.phases.get(variant, []) if key in p]
+            if vals:
+                lines.append(f"- ours, {label}: {fmt_runs(vals)}")
+        bare = times.runs.get("bare_first" if "first" in variant else "bare_restart", [])
+        lines.append(f"- bare dockerd, first `GET /_ping` answered: {fmt_runs(bare)}")
     return lines
 
 

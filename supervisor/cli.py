@@ -9,23 +9,31 @@ configuration error, 128+N when ended by signal N.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 from supervisor import __version__, config
 from supervisor.errors import EXIT_FAILURE, EXIT_USAGE, ConfigError, SupervisorError
 from supervisor.invocation import COMMANDS, Invocation, Mode, classify
 
+if TYPE_CHECKING:
+    import argparse
+
+    # The parsed options: argparse's, or the empty set of a bare `run` (see _parse).
+    Args = argparse.Namespace | SimpleNamespace
+
 __all__ = ["COMMANDS", "main", "main_invocation"]
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    import argparse
+
     for section in config.SECTIONS:
         group = parser.add_argument_group(f"[{section}] settings")
         for key, f in config.section_fields(section).items():
@@ -73,6 +81,8 @@ def _endpoint_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="dind-supervisor",
         description="Init and supervisor for Docker-in-Docker. Arguments after `--` go to dockerd.",
@@ -119,7 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_config(
-    args: argparse.Namespace, dockerd_args: Sequence[str] = (), *, exact: bool = False
+    args: Args,
+    dockerd_args: Sequence[str] = (),
+    *,
+    exact: bool = False,
 ) -> config.Config:
     flags: dict[tuple[str, str], object] = {}
     for dest, value in vars(args).items():
@@ -147,14 +160,13 @@ def main_invocation(invocation: Invocation, *, under_init: bool = False) -> int:
         from supervisor.passthrough import exec_program
 
         exec_program(list(invocation.rest))
-    parser = build_parser()
     if invocation.mode is Mode.COMMAND:
         # Commands print their results on stdout; any log line goes to stderr.
         from supervisor import logs
 
         logs.configure(format="console", level="warning", stream=sys.stderr)
     try:
-        args = parser.parse_args(list(invocation.own))
+        args = _parse(invocation)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
@@ -179,8 +191,20 @@ def main_invocation(invocation: Invocation, *, under_init: bool = False) -> int:
     except Exception as exc:  # a bug: one line saying what failed, the traceback on request
         _print_crash(args.command, exc)
         return EXIT_FAILURE
-    parser.print_help()
+    build_parser().print_help()
     return EXIT_USAGE
+
+
+def _parse(invocation: Invocation) -> Args:
+    """Our own options; ``run`` alone (the image's ENTRYPOINT) has none to read.
+
+    Building the parser (every setting a flag, twice) is ~15 ms of CPU on the
+    path to dockerd's spawn, so a bare ``run`` skips it: its settings come from
+    the defaults, the file and the environment, exactly as parsing would give.
+    """
+    if invocation.own == ("run",):
+        return SimpleNamespace(command="run", config=None)
+    return build_parser().parse_args(list(invocation.own))
 
 
 def _print_error(exc: SupervisorError) -> None:
@@ -232,7 +256,7 @@ def agent_url(cfg: config.Config, override: str | None) -> str:
     return agent_client.agent_url(cfg, override)
 
 
-def _query(args: argparse.Namespace, cfg: config.Config) -> int:
+def _query(args: Args, cfg: config.Config) -> int:
     from supervisor import agent_client
 
     def candidates() -> list[agent_client.Endpoint]:
@@ -268,14 +292,14 @@ def _query(args: argparse.Namespace, cfg: config.Config) -> int:
     return 0 if answer.status == 200 else EXIT_FAILURE
 
 
-def _certs(args: argparse.Namespace, cfg: config.Config) -> int:
+def _certs(args: Args, cfg: config.Config) -> int:
     from supervisor.tls.commands import run_certs_command
 
     certdir = args.certdir or (Path(cfg.tls.certdir) if cfg.tls.certdir else None)
     return run_certs_command(args.action, certdir=certdir, cfg=cfg, as_json=args.json)
 
 
-def _check(args: argparse.Namespace, cfg: config.Config, own: Sequence[str]) -> int:
+def _check(args: Args, cfg: config.Config, own: Sequence[str]) -> int:
     from supervisor import doctor
     from supervisor.agent_client import REMEDY, Unreachable
 

@@ -36,9 +36,13 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from typing import NoReturn
 
 from supervisor import fdstore
+
+# typing.TYPE_CHECKING without importing typing (about 1 MB that PID 1 would keep).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 FORWARDED = (
     signal.SIGTERM,

@@ -20,7 +20,6 @@ in PID 1 before the fork.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 
 COMMANDS = ("run", "certs", "status", "wait", "check", "version")
 _HELP = ("-h", "--help")
@@ -33,11 +32,31 @@ class Mode(enum.Enum):
     COMMAND = "command"  # one of our other commands (certs, status, ...), or help
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class Invocation:
-    mode: Mode
-    own: tuple[str, ...]  # our command and its options (before `--`), `run` made explicit
-    rest: tuple[str, ...]  # dockerd's arguments, or the program to exec with its arguments
+    """A value: which mode, our words, the rest.
+
+    A plain class where the package's value objects are dataclasses: PID 1 imports this
+    module and lives on, and ``dataclasses`` (with ``inspect``, ``ast``, ``re``...) would
+    stay resident there, about 2 MB, and run before the fork.
+    """
+
+    __slots__ = ("mode", "own", "rest")
+
+    def __init__(self, *, mode: Mode, own: tuple[str, ...], rest: tuple[str, ...]) -> None:
+        self.mode = mode
+        self.own = own  # our command and its options (before `--`), `run` made explicit
+        self.rest = rest  # dockerd's arguments, or the program to exec with its arguments
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Invocation):
+            return NotImplemented
+        return (self.mode, self.own, self.rest) == (other.mode, other.own, other.rest)
+
+    def __hash__(self) -> int:
+        return hash((self.mode, self.own, self.rest))
+
+    def __repr__(self) -> str:
+        return f"Invocation(mode={self.mode}, own={self.own!r}, rest={self.rest!r})"
 
 
 def classify(argv: list[str] | tuple[str, ...]) -> Invocation:

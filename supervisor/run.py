@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import os
 
-import anyio
-
 from supervisor import __version__
 from supervisor.config import Config
 from supervisor.crash import report_failure
@@ -38,7 +36,10 @@ def run_agent(config: Config, policy: Policy, *, under_init: bool = False) -> in
 
         # Imported here, before the loop runs: an import is blocking work (files read,
         # modules executed), and dockerd has been starting since the launch anyway.
-        # TLS is the one part app.py imports only when used (cryptography, 50 ms).
+        # TLS is the one part app.py imports only when used. anyio too waits until
+        # dockerd's spawn: nothing before it needs the loop.
+        import anyio
+
         from supervisor.app import Agent
 
         if config.tls_enabled:

@@ -37,6 +37,12 @@ class ReliabilityTally:
     data_lost: int = 0
     bad_inputs: int = 0
     clear_errors: int = 0
+    # The chaos suite's TLS client (a call every 100 ms throughout): calls made, calls that
+    # failed, and calls cut in flight by a kill -9 of dockerd (counted apart, see
+    # tests/integration/clientloop.py).
+    client_calls: int = 0
+    client_failed: int = 0
+    client_cut_by_kill: int = 0
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -44,10 +50,16 @@ class ReliabilityTally:
         return bool(self.faults or self.bad_inputs or self.notes)
 
     def line(self) -> str:
-        return (
+        line = (
             f"faults {self.faults}, survived {self.survived}, data lost {self.data_lost},"
             f" bad inputs {self.bad_inputs}, clear errors {self.clear_errors}"
         )
+        if self.client_calls:
+            line += (
+                f", client calls failed {self.client_failed} (of {self.client_calls};"
+                f" {self.client_cut_by_kill} more cut in flight by a kill -9)"
+            )
+        return line
 
 
 _TALLY = pytest.StashKey[ReliabilityTally]()

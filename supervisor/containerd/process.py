@@ -48,6 +48,7 @@ class ContainerdProcess(DockerdProcess):
     (containerd writes logrus lines too)."""
 
     source = "containerd"
+    serves_held_sockets = False  # nobody queues for it: a stopped one is woken to stop cleanly
 
     def exited(self) -> bool:
         """Without waiting: has it exited (its pidfd is readable)?"""

@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import anyio
-
 DEFAULT_GC_HIGH = 0.85
 DEFAULT_GC_LOW = 0.80
 
@@ -234,6 +232,8 @@ async def run_gc(
     freed by other processes. A failing step ends the pass and is reported in
     ``error``; cancellation passes through.
     """
+    import anyio  # here: the launch reads DiskFigures before the event loop's imports
+
     # statvfs: a call into the filesystem (a stalled NFS or FUSE data root hangs it).
     before = await anyio.to_thread.run_sync(figures_fn)
     if not gc_decision(before, high, low):

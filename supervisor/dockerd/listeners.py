@@ -36,13 +36,14 @@ import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import anyio
-from anyio.abc import TaskStatus
+from typing import TYPE_CHECKING
 
 from supervisor.config import Config
 from supervisor.dockerd_flags import last_value, option_values
 from supervisor.errors import ConfigError
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskStatus
 
 PLAIN_TCP_LISTEN = "tcp://0.0.0.0:2375"
 ACTIVATION_HOST = "--host=fd://"
@@ -177,11 +178,17 @@ class Listeners:
                 item.listening = True
 
     async def hold(self, closing: Callable[[], bool], *,
-                   task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+                   task_status: TaskStatus[None] | None = None) -> None:
         """The agent's part: kept while it lives; closed at its end only when ``closing()``
-        says dockerd is gone for good (a new agent takes them over otherwise)."""
+        says dockerd is gone for good (a new agent takes them over otherwise).
+
+        anyio is imported here, not at the top: the launch uses this module before
+        dockerd's spawn, when nothing of the event loop is loaded yet."""
+        import anyio
+
         try:
-            task_status.started()
+            if task_status is not None:
+                task_status.started()
             await anyio.sleep_forever()
         finally:
             if closing():

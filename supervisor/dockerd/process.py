@@ -188,6 +188,8 @@ class DockerdProcess:
     """A running dockerd, spawned by this agent or adopted; ``relay_output`` must run."""
 
     source = "dockerd"  # how its lines are labelled in the agent's log
+    # Clients queue for it in the agent's held sockets (see terminate).
+    serves_held_sockets = True
 
     def __init__(
         self,
@@ -371,10 +373,27 @@ class DockerdProcess:
                 os.kill(self.pid, signum)
 
     def terminate(self) -> None:
+        """The graceful stop's signal; a stopped process is woken or ended (see below)."""
+        if self.serves_held_sockets and self.stopped():
+            # A stopped dockerd (SIGSTOP: found hung) can shut down only once woken, and
+            # woken it first accepts the calls that queued in the held sockets' backlog
+            # meanwhile, then cuts them as it exits. KILL ends it where it stands: those
+            # calls stay queued and the next dockerd answers them.
+            self.send_signal(signal.SIGKILL)
+            return
         self.send_signal(signal.SIGTERM)
-        # A stopped (SIGSTOP, hung) dockerd would keep the TERM pending until
-        # KILL; CONT lets it shut down cleanly instead.
+        # A stopped process would keep the TERM pending until KILL; CONT lets it shut
+        # down cleanly instead.
         self.send_signal(signal.SIGCONT)
+
+    def stopped(self, proc: str = "/proc") -> bool:
+        """Stopped by a signal (state T) right now."""
+        try:
+            with open(f"{proc}/{self.pid}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            return False
+        return stat.rpartition(b")")[2].split()[:1] == [b"T"]
 
     def kill_group(self) -> None:
         """KILL dockerd and everything left in its process group (its session)."""

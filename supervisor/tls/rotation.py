@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from supervisor.tls.certs import converge
 from supervisor.tls.lifetime import check_aware, renewal_time
 from supervisor.tls.model import CertChange, CertReport, CertSpec
 from supervisor.tls.san import SanSet
@@ -85,6 +84,10 @@ def rotate(
     dockerd running on the certificates it loaded, counts the failure and
     retries after ``retry_delay``.
     """
+    # Here, not at the top: the agent imports this module for the schedule alone, and
+    # certs.py loads cryptography (~9 MB resident, ~40 ms), which only the worker needs.
+    from supervisor.tls.certs import converge
+
     report = converge(certdir, spec, sans, now, force_leaves=force)
     return RotationResult(
         report=report,

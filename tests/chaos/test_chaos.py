@@ -26,7 +26,7 @@ import signal
 import statistics
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.chaos.plan import SPECS, Fault, describe, expected_restarts, plan
 from tests.conftest import ReliabilityTally
+from tests.integration.clientloop import ClientLoop, tally
 from tests.integration.sandbox import PYTHON, REPO, Sandbox, poll
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(600)]
@@ -120,6 +121,10 @@ class Chaos:
         self.client_deleted = False
         self.allowed_rotation_failures = 0.0
         self.injected_at = 0.0
+        # Instants (time.monotonic) dockerd was killed with -9, or stopped for the agent to
+        # kill: a client call in flight then is cut, counted apart from failed ones.
+        self.kills: list[float] = []
+        self.loop: ClientLoop | None = None
 
     # Looking --------------------------------------------------------------
 
@@ -257,13 +262,16 @@ class Chaos:
         match fault:
             case Fault.KILL_DOCKERD:
                 old = self.dockerd()
+                self.kills.append(time.monotonic())
                 os.kill(old, signal.SIGKILL)
                 return lambda: box.dockerd_pid() not in (None, old)
             case Fault.KILL_DOCKERD_STARTING:
                 old = self.dockerd()
+                self.kills.append(time.monotonic())
                 os.kill(old, signal.SIGKILL)
                 new = poll(lambda: [p for p in self.dockerd_children() if p != old],
                            timeout=15, interval=0.002, what="the replacement dockerd")[0]
+                self.kills.append(time.monotonic())
                 os.kill(new, signal.SIGKILL)
                 return lambda: box.dockerd_pid() not in (None, old, new)
             case Fault.KILL_DOCKERD_ROTATING:
@@ -274,11 +282,13 @@ class Chaos:
                                  for e in self.tail.new()),
                      timeout=wait, interval=0.005, what="the rotation's TERM to dockerd")
                 self.injected_at = time.monotonic()
+                self.kills.append(self.injected_at)
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(old, signal.SIGKILL)
                 return lambda: box.dockerd_pid() not in (None, old)
             case Fault.STOP_DOCKERD:
                 old = self.dockerd()
+                self.kills.append(time.monotonic())  # found hung, it ends with the agent's KILL
                 os.kill(old, signal.SIGSTOP)
                 return lambda: box.dockerd_pid() not in (None, old)
             case Fault.KILL_CONTAINERD:
@@ -321,6 +331,7 @@ class Chaos:
                     assert "/certs/" in rotated.stderr, rotated.stderr
                     assert "Read-only file system" in rotated.stderr, rotated.stderr
                     old = self.dockerd()
+                    self.kills.append(time.monotonic())
                     os.kill(old, signal.SIGKILL)
                     poll(lambda: box.dockerd_pid() not in (None, old) and self.ready(),
                          timeout=SPECS[fault].budget, what="dockerd ready on a read-only certdir")
@@ -397,7 +408,8 @@ class Chaos:
 @pytest.fixture
 def chaos(
     chaos_sandbox: Callable[..., Sandbox], chaos_busybox_tar: Path
-) -> tuple[Chaos, int]:
+) -> Iterator[tuple[Chaos, int]]:
+    """The sandbox set up, with a TLS client calling dockerd every 100 ms throughout."""
     seed = seed_from_env()
     print(f"chaos seed {seed} (replay: CHAOS_SEED={seed})")
     box = chaos_sandbox(
@@ -407,7 +419,13 @@ def chaos(
     )
     state = Chaos(box, random.Random(seed))
     state.setup(chaos_busybox_tar)
-    return state, seed
+    assert box.pid1 is not None
+    # The client certificates as the loop starts: the client keeps them in memory, as a
+    # CI job does, so deleting them from disk later does not change what it presents.
+    with ClientLoop(box.pid1, box.certs / "client", box.root / "client-calls.jsonl",
+                    limit=TIME_LIMIT + 120) as loop:
+        state.loop = loop
+        yield state, seed
 
 
 def test_seeded_faults_are_survived_without_losing_data(
@@ -471,6 +489,15 @@ def test_seeded_faults_are_survived_without_losing_data(
         reliability_tally.data_lost += 1
         failed.append(f"DATA LOST: the volume read back through docker: {read_back.stdout}")
     elapsed = time.monotonic() - started
+    assert state.loop is not None
+    calls = tally(state.loop.stop(), state.kills)
+    reliability_tally.client_calls += calls.calls
+    reliability_tally.client_failed += len(calls.failed)
+    reliability_tally.client_cut_by_kill += len(calls.cut_by_kill)
+    if calls.failed:
+        failed.append("client calls failed: " + calls.describe() + "; first: "
+                      + ", ".join(f"{c.error} at {c.start - started:+.1f} s"
+                                  for c in calls.failed[:5]))
 
     timing = ", ".join(
         f"{kind.value} {statistics.median(times):.1f}/{max(times):.1f}"
@@ -480,7 +507,7 @@ def test_seeded_faults_are_survived_without_losing_data(
     reliability_tally.notes.append(
         f"chaos: {len(state.done)} faults in {elapsed:.0f} s; seconds to ready (median/max):"
         f" {timing}; restarts {dict(restarts)}; agent fds {state.fd_baseline}"
-        f" -> max {state.fd_max}"
+        f" -> max {state.fd_max}; client calls: {calls.describe()}"
     )
     print(reliability_tally.notes[-1])
     assert not failed, f"seed {seed}:\n" + "\n".join(failed)

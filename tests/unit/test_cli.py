@@ -226,6 +226,33 @@ def test_empty_argv_runs_with_defaults(started: list[Config]) -> None:
     assert started[0] == Config()
 
 
+def test_bare_run_builds_no_parser_and_reads_the_same_settings(
+    monkeypatch: pytest.MonkeyPatch, started: list[Config], tmp_path: Path
+) -> None:
+    """The image's `run -- ARGS` skips argparse, with the settings parsing would have given."""
+    config_file = tmp_path / "agent.toml"
+    config_file.write_text("[liveness]\nfailures = 4\n")
+    monkeypatch.setenv("DIND_SUPERVISOR_CONFIG", str(config_file))
+    monkeypatch.setenv("DIND_SUPERVISOR_LIVENESS_INTERVAL", "9s")
+    monkeypatch.setenv("DOCKER_TLS_CERTDIR", "/certs")
+    assert cli.main(["run", "--log-level", "info", "--", "--debug"]) == NOT_STARTED
+    parsed = started[0]
+
+    def no_parser() -> None:
+        raise AssertionError("the parser was built for a bare `run`")
+
+    monkeypatch.setattr(cli, "build_parser", no_parser)
+    assert cli.main(["run", "--", "--debug"]) == NOT_STARTED
+    bare = started[1]
+    assert bare.liveness.failures == 4
+    assert bare.liveness.interval == 9.0
+    assert bare.dockerd.args == ("--debug",)
+    assert bare == parsed
+    assert {k: v for k, v in bare.sources.items() if k != "log.level"} == {
+        k: v for k, v in parsed.sources.items() if k != "log.level"
+    }
+
+
 # Helpers ----------------------------------------------------------------------------------
 
 
