@@ -263,12 +263,15 @@ def faults(space: Workspace, *, rotations: int, kills: int, hangs: int, certs: P
 # The first call -----------------------------------------------------------------------
 
 # Started by the sandbox's shell just before it execs PID 1: the docker CLI, as a CI
-# job's first command, calling again every 100 ms while refused (at most 300 times).
+# job's first command, calling again 10 ms after each refusal (at most 1000 times), so the
+# time of the last refusal measures how long nobody listened.
+FIRST_CALL_ATTEMPTS = 1000
 _FIRST_CALL = (
-    "{{ (i=0; until DOCKER_CONFIG=/run/bench-docker docker {target} version"
+    "{{ (i=0; last=0; until DOCKER_CONFIG=/run/bench-docker docker {target} version"
     " --format '{{{{.Server.Version}}}}' >/dev/null 2>/run/bench-first-call.err;"
-    " do i=$((i+1)); [ $i -ge 300 ] && break; sleep 0.1; done;"
-    " echo \"$i $(date +%s.%N)\" > /run/bench-first-call) & }}"
+    f" do last=$(date +%s.%N); i=$((i+1)); [ $i -ge {FIRST_CALL_ATTEMPTS} ] && break;"
+    " sleep 0.01; done;"
+    " echo \"$i $(date +%s.%N) $last\" > /run/bench-first-call) & }}"
 )
 TLS_TARGET = ("-H tcp://127.0.0.1:2376 --tlsverify --tlscacert /certs/client/ca.pem"
               " --tlscert /certs/client/cert.pem --tlskey /certs/client/key.pem")
@@ -277,27 +280,31 @@ UNIX_TARGET = "-H unix:///var/run/docker.sock"
 
 @dataclass(slots=True, kw_only=True)
 class FirstCall:
-    """Per variant: seconds from the start to the first answer, and calls refused before."""
+    """Per variant: seconds from the start to the first answer, calls refused before it, and
+    seconds from the start to the last refusal (0 when none: nobody-listening window)."""
 
     seconds: dict[str, list[float]] = field(default_factory=dict)
     refused: dict[str, list[int]] = field(default_factory=dict)
+    refused_until: dict[str, list[float]] = field(default_factory=dict)
 
-    def add(self, variant: str, seconds: float, refused: int) -> None:
+    def add(self, variant: str, seconds: float, refused: int, refused_until: float) -> None:
         self.seconds.setdefault(variant, []).append(seconds)
         self.refused.setdefault(variant, []).append(refused)
+        self.refused_until.setdefault(variant, []).append(refused_until)
 
 
-def _first_call_once(box: Sandbox) -> tuple[float, int]:
+def _first_call_once(box: Sandbox) -> tuple[float, int, float]:
     wall = time.time()
     box.start()
     done = box.run_dir / "bench-first-call"
     text = poll(lambda: done.exists() and done.read_text().strip(), timeout=60, interval=0.01,
                 what="the first answered call")
-    refused, finished = text.split()
-    if int(refused) >= 300:
+    refused, finished, last = text.split()
+    if int(refused) >= FIRST_CALL_ATTEMPTS:
         error = (box.run_dir / "bench-first-call.err").read_text()
         raise RuntimeError(f"no call answered: {error}")
-    return float(finished) - wall, int(refused)
+    until = float(last) - wall if int(refused) else 0.0
+    return float(finished) - wall, int(refused), until
 
 
 def first_call(space: Workspace, rounds: int, bare_argv: list[str], certs: Path) -> FirstCall:

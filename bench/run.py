@@ -129,11 +129,14 @@ def _client_rows(m: Measured) -> list[Row]:
                            ("unix_first", "first start, unix socket")):
         ours_s, bare_s = first.seconds[f"ours_{variant}"], first.seconds[f"bare_{variant}"]
         ours_r, bare_r = first.refused[f"ours_{variant}"], first.refused[f"bare_{variant}"]
+        ours_u = first.refused_until[f"ours_{variant}"]
+        bare_u = first.refused_until[f"bare_{variant}"]
         out.append(Row(
             figure=f"11. first call of a client started with the container ({label}): answered"
-            " after, and calls refused before it",
-            ours=f"{fmt_runs(ours_s)}; refused {_counts(ours_r)}",
-            comparison=f"bare dockerd: {fmt_runs(bare_s)}; refused {_counts(bare_r)}",
+            " after; calls refused before it, and until when",
+            ours=f"{fmt_runs(ours_s)}; refused {_counts(ours_r)}, until {fmt_runs(ours_u)}",
+            comparison=f"bare dockerd: {fmt_runs(bare_s)}; refused {_counts(bare_r)}, until"
+            f" {fmt_runs(bare_u)}",
             relation=f"bare {(median(ours_s) - median(bare_s)) * 1000:+.0f} ms",
             goal="0 refused", met=max(ours_r) == 0))
     waits, cut = m.builds.waits, m.builds.no_wait
@@ -278,9 +281,13 @@ def notes(plan: Plan, mode: str, bare_argv: list[str]) -> list[str]:
         "they began in.",
         "- First call (11): the sandbox's shell starts `docker version` (the docker CLI with "
         "the client certificates, or on the unix socket) in the background, then execs PID 1; "
-        "the CLI is run again every 100 ms while it fails (at most 300 times). 'Refused' counts "
-        "the calls that failed before the one answered; the time is from `unshare` to that "
-        "answer. A client with no retry loop gets an answer only when the count is 0.",
+        "the CLI is run again 10 ms after each failure (at most 1000 times). 'Refused' counts "
+        "the calls that failed before the one answered, 'until' is when the last of them "
+        "failed (the window in which nobody listened); times are from `unshare`. A client "
+        "with no retry loop gets an answer only when the count is 0. The client starts before "
+        "PID 1 is exec'd, so an interpreter's start-up is always in the window: on a restart "
+        "PID 1 listens from the previous run's record (`prelisten`) in its first tens of "
+        "milliseconds, on a first start the agent listens once the launch has the sockets.",
         f"- Build (12): server certificates of {clients.BUILD_LIFETIME:g} s (renewed at about "
         "2/3, waiting for quiet at most half the third left); `docker build` (legacy builder, "
         f"a RUN step printing a line every 0.5 s for {clients.BUILD_STEPS * 0.5:g} s) over TLS "

@@ -20,7 +20,7 @@ if _os.getpid() == 1:
         _signal.SIG_BLOCK,
         (
             _signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP, _signal.SIGQUIT,
-            _signal.SIGUSR1, _signal.SIGUSR2, _signal.SIGCHLD,
+            _signal.SIGUSR1, _signal.SIGUSR2, _signal.SIGCHLD, _signal.SIGIO,
         ),
     )
 

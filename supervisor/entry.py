@@ -37,9 +37,9 @@ def main() -> int:
         # `certs`, `check`, ... as PID 1: a short-lived command that ^C should stop.
         import signal
 
-        from supervisor.init import HANDLED
+        from supervisor.init import WOKEN
 
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, WOKEN)
     from supervisor import cli
 
     return cli.main_invocation(invocation)

@@ -37,11 +37,12 @@ import sys
 import time
 from collections.abc import Callable
 
-from supervisor import fdstore
+from supervisor import fdstore, prelisten
 
 # typing.TYPE_CHECKING without importing typing (about 1 MB that PID 1 would keep).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import NoReturn
 
 FORWARDED = (
@@ -54,6 +55,10 @@ FORWARDED = (
 )
 STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
 HANDLED = (*FORWARDED, signal.SIGCHLD)
+# The control channel raises SIGIO when a message arrives (O_ASYNC), so a deposit or a
+# REMOVE is taken at once, not at the next poll: a listener handed back must stop queueing
+# clients before they connect to it. Blocked and waited for, like the others.
+WOKEN = (*HANDLED, signal.SIGIO)
 # Wake up now and then even without signals, so a lost SIGCHLD (coalesced
 # while we were busy) can never leave a zombie for long, and deposits are read.
 _POLL_SECONDS = 1.0
@@ -101,8 +106,11 @@ def _log(event: str, level: str = "error", **fields: object) -> None:
 
 def run(agent: Callable[[], int]) -> int:
     """Fork ``agent`` as a child, supervise it as PID 1, return the exit status."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
-    return Init(agent).loop()
+    signal.pthread_sigmask(signal.SIG_BLOCK, WOKEN)
+    init = Init(agent)
+    init.wake_on_messages()
+    init.open_recorded_listeners(os.environ)
+    return init.loop()
 
 
 class Init:
@@ -120,6 +128,20 @@ class Init:
         self.deaths: list[float] = []
         self.restarts = 0
         self.gave_up = False
+
+    def wake_on_messages(self) -> None:
+        """SIGIO to this process whenever the agent writes to the channel (SIGIO blocked)."""
+        import fcntl
+
+        fd = self.store.sock.fileno()
+        fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)
+
+    def open_recorded_listeners(self, env: Mapping[str, str]) -> None:
+        """Listen where the previous run listened, before the agent even starts: a client
+        connecting meanwhile waits in the backlog (``prelisten``); the agent adopts them."""
+        for sock in prelisten.open_recorded(prelisten.record_path(env)):
+            self.store.fds.append((prelisten.LISTENER_NAME, sock.detach()))
 
     # The agent --------------------------------------------------------------
 
@@ -172,9 +194,9 @@ class Init:
         """Runs until the agent has exited for good; returns PID 1's exit status."""
         self.start_agent(ROLE_RUN)
         while True:
-            info = signal.sigtimedwait(HANDLED, _POLL_SECONDS)
+            info = signal.sigtimedwait(WOKEN, _POLL_SECONDS)
             self.store.drain()
-            if info is not None and info.si_signo != signal.SIGCHLD:
+            if info is not None and info.si_signo in FORWARDED:
                 self._on_signal(info.si_signo)
             for pid, status in reap():
                 outcome = self._on_reaped(pid, status)
@@ -294,7 +316,7 @@ class Init:
         self._signal(name, key, signal.SIGCONT)  # a stopped process would sit on the TERM
         deadline = self._clock() + timeout
         while self._clock() < deadline:
-            signal.sigtimedwait(HANDLED, min(_POLL_SECONDS, max(0.0, deadline - self._clock())))
+            signal.sigtimedwait(WOKEN, min(_POLL_SECONDS, max(0.0, deadline - self._clock())))
             if any(reaped == pid for reaped, _status in reap()):
                 return
         self._signal(name, key, signal.SIGKILL)

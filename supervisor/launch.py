@@ -32,17 +32,19 @@ emitted with their own timestamps.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import signal
 import socket
+import stat
 import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from supervisor import fdstore, state
+from supervisor import fdstore, prelisten, state
 from supervisor.config import Config
 from supervisor.dataroot.disk import DiskFigures, disk_figures
 from supervisor.dataroot.ownership import DataRootLock, Holder, acquire, adopt_lock, read_marker
@@ -55,6 +57,7 @@ from supervisor.init import ROLE_RUN, ROLE_STOP, STOP_SIGNALS
 from supervisor.network import detect_mtu
 from supervisor.policy.plan import Plan, PolicyDeviation, plan, strict_error
 from supervisor.policy.spec import Mode, Policy
+from supervisor.prelisten import LISTENER_NAME
 from supervisor.tls.files import TlsFiles
 from supervisor.tls.manifest import Manifest, fast_check
 from supervisor.tls.model import CertReport
@@ -66,7 +69,6 @@ if TYPE_CHECKING:
     from supervisor.containerd.process import ContainerdProcess, Runner
 
 LOCK_NAME = "data-root-lock"
-LISTENER_NAME = "listener"
 
 
 class EarlyLog:
@@ -185,69 +187,116 @@ def launch(
     lock, previous = _take_data_root(config, depositor, inherited, takeover)
     # 3. The policy, for the agent now and dockerd at its spawn.
     planned, deviations = _apply_policy(policy, log, under_init)
-    milestones = {"agent_started": started}
-    saved = state.read(Path(config.agent.state_dir)) if takeover else {}
-    # 4. The container, as docker:dind's scripts prepare it (once per container).
-    prepared: dict[str, Any] | None = None
-    prepare_env: dict[str, str] = {}
-    if takeover and "prepare" in saved:
-        prepared, prepare_env = saved.get("prepare"), dict(saved.get("prepare_env") or {})
-    elif _should_prepare(config, under_init):
-        prepared, prepare_env = _prepare(config, log, env)
-    if not takeover:
-        _clean_pid_files(config, log)
-    milestones["prepared"] = time.time()
-    # 5. Certificates.
-    certs: CertReport | None = None
-    record: Manifest | None = None
-    if config.tls_enabled and sans is not None:
-        certs, record = _certificates(config, log, sans, takeover=takeover)
-        milestones["certificates_ready"] = time.time()
-    # 6. dockerd's sockets: held by us, listening once the client certificates exist.
+    # dockerd's sockets, held by us: the unix ones queue clients from now on (the data root
+    # is ours, so no other daemon of it serves them); TCP once the client certificates exist.
     held = held_sockets.plan(config, tls=config.tls_enabled)
     inherited_sockets = [socket.socket(fileno=fd) for name, fd in inherited
                          if name == LISTENER_NAME]
     listeners = held_sockets.open_listeners(held, config, inherited_sockets)
     if not held.active and held.why_not:
         log.info("sockets_not_held", reason=held.why_not)
-    if not config.tls_enabled or TlsFiles.of(config.tls.certdir, "client").all_present():
-        listeners.listen()
-    for item in listeners.items:
-        if not item.adopted:
-            depositor.store(LISTENER_NAME, item.fileno())
-    containerd_setup, runner, containerd = _containerd(
-        config, planned, dockerd_environment(env, prepare_env), depositor=depositor,
-        inherited=inherited, may_spawn=role != ROLE_STOP, log=log)
-    spawner = _spawner(config, planned, prepare_env, listeners=listeners, depositor=depositor,
-                       env=env, data_root=data_root,
-                       containerd_flags=containerd_setup.dockerd_flags())
-    launched = Launched(
-        config=config, role=role, under_init=under_init, policy=policy, plan=planned,
-        deviations=deviations, lock=lock, previous_run=previous, disk=disk,
-        listeners=listeners, spawner=spawner, depositor=depositor, log=log,
-        agent_restarts=int(raw_restarts) if raw_restarts.isdigit() else 0, takeover=takeover,
-        prepare=prepared, prepare_env=prepare_env, sans=sans, certs=certs, manifest=record,
-        milestones=milestones, inherited=inherited, http_socket=http_socket,
-        containerd_setup=containerd_setup, containerd_runner=runner, containerd=containerd,
-    )
-    # 7. dockerd: adopted, or started now unless a stop is already waiting.
-    if takeover:
-        launched.incarnation = spawner.adopt(inherited, int(saved.get("incarnation", 0)) + 1)
-        if launched.incarnation is not None:
-            log.info("dockerd_taken_over", pid=launched.incarnation.process.pid,
-                     agent_restarts=launched.agent_restarts)
-    if launched.incarnation is None and role != ROLE_STOP:
-        if _stop_pending():
-            launched.stop_pending = True
-            log.info("dockerd_not_started", reason="a stop signal arrived during start-up")
-        else:
-            state.update(Path(config.agent.state_dir), incarnation=1)
-            launched.incarnation = spawner.spawn(1)
-            launched.milestone("dockerd_spawned")
-            log.info("dockerd_started", component="dockerd", pid=launched.incarnation.process.pid,
-                     **spawner.describe_last(),
-                     seconds_since_agent_start=round(time.time() - started, 3))
+    listeners.listen(tcp=False)
+    _deposit_listeners(listeners, depositor, inherited=len(inherited_sockets), log=log)
+    try:
+        milestones = {"agent_started": started}
+        saved = state.read(Path(config.agent.state_dir)) if takeover else {}
+        # 4. The container, as docker:dind's scripts prepare it (once per container).
+        prepared: dict[str, Any] | None = None
+        prepare_env: dict[str, str] = {}
+        if takeover and "prepare" in saved:
+            prepared, prepare_env = saved.get("prepare"), dict(saved.get("prepare_env") or {})
+        elif _should_prepare(config, under_init):
+            prepared, prepare_env = _prepare(config, log, env)
+        if not takeover:
+            _clean_pid_files(config, log)
+        milestones["prepared"] = time.time()
+        # 5. Certificates.
+        certs: CertReport | None = None
+        record: Manifest | None = None
+        if config.tls_enabled and sans is not None:
+            certs, record = _certificates(config, log, sans, takeover=takeover)
+            milestones["certificates_ready"] = time.time()
+        # 6. The TCP sockets listen once the client certificates exist.
+        if not config.tls_enabled or TlsFiles.of(config.tls.certdir, "client").all_present():
+            listeners.listen()
+        containerd_setup, runner, containerd = _containerd(
+            config, planned, dockerd_environment(env, prepare_env), depositor=depositor,
+            inherited=inherited, may_spawn=role != ROLE_STOP, log=log)
+        spawner = _spawner(config, planned, prepare_env, listeners=listeners, depositor=depositor,
+                           env=env, data_root=data_root,
+                           containerd_flags=containerd_setup.dockerd_flags())
+        launched = Launched(
+            config=config, role=role, under_init=under_init, policy=policy, plan=planned,
+            deviations=deviations, lock=lock, previous_run=previous, disk=disk,
+            listeners=listeners, spawner=spawner, depositor=depositor, log=log,
+            agent_restarts=int(raw_restarts) if raw_restarts.isdigit() else 0, takeover=takeover,
+            prepare=prepared, prepare_env=prepare_env, sans=sans, certs=certs, manifest=record,
+            milestones=milestones, inherited=inherited, http_socket=http_socket,
+            containerd_setup=containerd_setup, containerd_runner=runner, containerd=containerd,
+        )
+        # 7. dockerd: adopted, or started now unless a stop is already waiting.
+        if takeover:
+            launched.incarnation = spawner.adopt(inherited, int(saved.get("incarnation", 0)) + 1)
+            if launched.incarnation is not None:
+                log.info("dockerd_taken_over", pid=launched.incarnation.process.pid,
+                         agent_restarts=launched.agent_restarts)
+        if launched.incarnation is None and role != ROLE_STOP:
+            if _stop_pending():
+                launched.stop_pending = True
+                log.info("dockerd_not_started", reason="a stop signal arrived during start-up")
+            else:
+                state.update(Path(config.agent.state_dir), incarnation=1)
+                launched.incarnation = spawner.spawn(1)
+                launched.milestone("dockerd_spawned")
+                log.info("dockerd_started", component="dockerd",
+                         pid=launched.incarnation.process.pid, **spawner.describe_last(),
+                         seconds_since_agent_start=round(time.time() - started, 3))
+    except BaseException:
+        if not takeover:  # a failed start leaves no socket file behind (a running dockerd
+            listeners.close()  # taken over keeps its sockets: its clients are still there)
+        raise
+    _record_listeners(config, listeners, env)
     return launched
+
+
+def _deposit_listeners(listeners: held_sockets.Listeners, depositor: fdstore.Depositor, *,
+                       inherited: int, log: EarlyLog) -> None:
+    """Give the fd store a copy of each held socket. Inherited sockets the plan does not
+    name (PID 1 opened them from an older record, or the configuration changed) were
+    closed here; the store must drop its copies too, or clients would queue on them for
+    good: it is emptied of listeners and given the ones held now."""
+    adopted = sum(1 for item in listeners.items if item.adopted)
+    refill = adopted < inherited
+    if refill:
+        depositor.remove(LISTENER_NAME)
+        log.info("sockets_not_kept", count=inherited - adopted,
+                 reason="opened from the previous run's record, not in this configuration")
+    for item in listeners.items:
+        if refill or not item.adopted:
+            depositor.store(LISTENER_NAME, item.fileno())
+
+
+def _record_listeners(config: Config, listeners: held_sockets.Listeners,
+                      env: MutableMapping[str, str]) -> None:
+    """What PID 1 may open at the next start before the agent runs (``prelisten``): the
+    sockets listening now, each with the condition it was opened on."""
+    rows = []
+    client_dir = str(Path(config.tls.certdir) / "client") if config.tls_enabled else None
+    for item in listeners.items:
+        if not item.listening:
+            continue
+        try:
+            if item.endpoint.is_unix:
+                path = item.endpoint.address.removeprefix("unix://")
+                found = os.stat(path)
+                rows.append(prelisten.unix_row(path, stat.S_IMODE(found.st_mode), found.st_gid))
+            else:
+                host, port = held_sockets.split_tcp(item.endpoint.address)
+                rows.append(prelisten.tcp_row(host or "0.0.0.0", port, client_dir))
+        except (OSError, ValueError):
+            continue
+    with contextlib.suppress(OSError):
+        prelisten.write_record(prelisten.record_path(env, str(config.dockerd.data_root)), rows)
 
 
 def _check_rootless(config: Config, env: MutableMapping[str, str], log: EarlyLog) -> None:

@@ -28,7 +28,6 @@ ssh://), or ``IMAGE dockerd ARGS`` (exactly ARGS): dockerd binds then.
 from __future__ import annotations
 
 import contextlib
-import errno
 import grp
 import os
 import socket
@@ -41,13 +40,13 @@ from typing import TYPE_CHECKING
 from supervisor.config import Config
 from supervisor.dockerd_flags import last_value, option_values
 from supervisor.errors import ConfigError
+from supervisor.prelisten import BACKLOG, answers
 
 if TYPE_CHECKING:
     from anyio.abc import TaskStatus
 
 PLAIN_TCP_LISTEN = "tcp://0.0.0.0:2375"
 ACTIVATION_HOST = "--host=fd://"
-_BACKLOG = 4096  # clients queue here while dockerd restarts
 _SOCKET_MODE = 0o660
 _DEFAULT_GROUP = "docker"
 _HOST_OPTIONS = ("--host", "-H")
@@ -171,10 +170,12 @@ class Listeners:
     def fds(self) -> list[int]:
         return [item.fileno() for item in self.items]
 
-    def listen(self) -> None:
+    def listen(self, *, tcp: bool = True) -> None:
+        """Start queueing clients; ``tcp=False`` opens only the unix sockets (a TLS port
+        waits for the client certificates, a local socket need not)."""
         for item in self.items:
-            if not item.listening:
-                item.sock.listen(_BACKLOG)
+            if not item.listening and (tcp or item.endpoint.is_unix):
+                item.sock.listen(BACKLOG)
                 item.listening = True
 
     async def hold(self, closing: Callable[[], bool], *,
@@ -313,7 +314,7 @@ def _bind_unix(endpoint: Endpoint, path: str, config: Config) -> socket.socket:
         if not stat.S_ISSOCK(mode):
             raise _refuse(endpoint, config, f"{path} exists and is not a socket",
                           "move that file away, or give another socket path")
-        if _answers(path):
+        if answers(path):
             raise _refuse(endpoint, config, f"{path} is served by another process",
                           "stop the dockerd already serving it (one daemon per socket),"
                           " or give this one another --dockerd-host")
@@ -333,15 +334,3 @@ def _bind_unix(endpoint: Endpoint, path: str, config: Config) -> socket.socket:
         raise _refuse(endpoint, config, f"cannot create the socket: {exc.strerror}",
                       "make the folder writable by the agent") from None
     return sock
-
-
-def _answers(path: str) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(0.5)
-    try:
-        probe.connect(path)
-    except OSError as exc:
-        return exc.errno not in (errno.ECONNREFUSED, errno.ENOENT)
-    finally:
-        probe.close()
-    return True

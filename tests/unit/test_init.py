@@ -482,3 +482,38 @@ def test_is_subreaper_false_then_true_after_prctl() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == [False, True]
+
+
+REMOVAL = """
+become_subreaper()
+init._POLL_SECONDS = 60.0  # without a wake-up, PID 1 would read the channel only a minute later
+
+def agent():
+    depositor = fdstore.Depositor.from_env(os.environ)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    port = server.getsockname()[1]
+    depositor.store("listener", server.fileno())
+    server.close()  # PID 1's copy alone listens now
+    socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    depositor.remove("listener")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        except ConnectionRefusedError:
+            return 0  # PID 1 closed its copy
+        time.sleep(0.01)
+    return 9
+
+print(json.dumps(init.run(agent)))
+"""
+
+
+def test_a_removal_is_taken_at_once_not_at_the_next_poll() -> None:
+    """The channel wakes PID 1 (SIGIO): a listener handed back stops queueing clients even
+    when PID 1 would otherwise sleep for a minute."""
+    result = run_script("import socket\n" + REMOVAL)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == 0
