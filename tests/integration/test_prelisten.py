@@ -44,7 +44,7 @@ def _paused_restart(sandboxes: Callable[..., Sandbox], root: Path, first: Sandbo
     )
     harness = box.run_dir / "harness"
     harness.mkdir(parents=True, exist_ok=True)
-    poll(lambda: (harness / "paused-launch").exists(), timeout=40, interval=0.01,
+    poll((harness / "paused-launch").exists, timeout=40, interval=0.01,
          what="the agent paused before its launch")
     return box, harness
 
