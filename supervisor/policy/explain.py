@@ -159,7 +159,8 @@ def _rlimit(
         # is unknown (a `docker run --rm` container is gone before it can be inspected), a
         # capable dockerd still leaves fs.nr_open as the only refusal setrlimit has.
         if rlimit is NOFILE and (wanted > nr_open if wanted is not None else capable):
-            because = "" if wanted is not None else " (dockerd has CAP_SYS_RESOURCE, so it was)"
+            because = "" if wanted is not None else (
+                " (dockerd may raise every other limit, so it was)")
             message = (
                 f"runc could not set {what} for a container: it asked for a hard limit{asked}"
                 f" above fs.nr_open ({nr_open}){because}, the kernel's ceiling on open files,"
