@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.integration.clientloop import exchange_ping
 from tests.integration.sandbox import REPO, Sandbox, poll
 
 PROC = Path("/proc")
@@ -49,13 +50,7 @@ def ping(sock: Path, *, timeout: float = 1.0) -> bool:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.settimeout(timeout)
             conn.connect(str(sock))
-            conn.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
-            data = b""
-            while len(data) < 4096:
-                chunk = conn.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
+            data = exchange_ping(conn, limit=4096)
     except OSError:
         return False
     return data.startswith(b"HTTP/1.") and b" 200 " in data.split(b"\r\n", 1)[0]

@@ -58,6 +58,18 @@ class Call:
                    error=str(data.get("error", "")))
 
 
+def exchange_ping(conn: socket.socket, limit: int = 65536) -> bytes:
+    """GET /_ping on a connected socket; the answer until dockerd closes (or ``limit``)."""
+    conn.sendall(b"GET /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n")
+    data = b""
+    while len(data) < limit:
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def _kind(exc: BaseException) -> str:
     if isinstance(exc, ConnectionRefusedError):
         return "refused"
@@ -87,13 +99,7 @@ def one_call(address: str, context: ssl.SSLContext, timeout: float) -> Call:
         with socket.create_connection((host, int(port)), timeout=timeout) as raw:
             raw.settimeout(max(0.001, started + timeout - time.monotonic()))
             with context.wrap_socket(raw, server_hostname=host) as conn:
-                conn.sendall(b"GET /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n")
-                data = b""
-                while len(data) < 65536:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
+                data = exchange_ping(conn)
     except (OSError, ssl.SSLError) as exc:
         return Call(start=started, end=time.monotonic(), ok=False, error=_kind(exc))
     status = data.split(b"\r\n", 1)[0]

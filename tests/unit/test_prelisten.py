@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from supervisor import launch, prelisten
+from tests.unit.test_containerd import Recorder
 
 
 @pytest.fixture
@@ -143,19 +144,6 @@ def test_the_record_is_found_where_the_data_root_is() -> None:
     assert prelisten.record_path({}, "/srv/docker") == "/srv/docker/" + prelisten.RECORD_NAME
 
 
-class _Depositor:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str]] = []
-
-    def store(self, name: str, fd: int) -> bool:
-        self.calls.append(("store", name))
-        return True
-
-    def remove(self, name: str) -> bool:
-        self.calls.append(("remove", name))
-        return True
-
-
 class _Item:
     def __init__(self, adopted: bool) -> None:
         self.adopted = adopted
@@ -177,10 +165,10 @@ class _Listeners:
     ((False,), 0, [("store", "listener")]),
 ])
 def test_sockets_not_kept_leave_pid_1s_store_too(
-    adopted: tuple[bool, ...], inherited: int, expected: list[tuple[str, str]]
+    adopted: tuple[bool, ...], inherited: int, expected: list[tuple[str, object]]
 ) -> None:
     """Else a client could queue for good on a port nobody will ever accept on."""
-    depositor = _Depositor()
+    depositor = Recorder()
     launch._deposit_listeners(_Listeners(*adopted), depositor,  # type: ignore[arg-type]
                               inherited=inherited, log=launch.EarlyLog())
     assert depositor.calls == expected
