@@ -161,13 +161,55 @@ def launch(
     config: Config, policy: Policy, *, under_init: bool, env: MutableMapping[str, str],
     log: EarlyLog,
 ) -> Launched:
-    """Everything before dockerd's spawn; raises SupervisorError (with its exit code)."""
+    """Everything before dockerd's spawn; raises SupervisorError (with its exit code).
+
+    A start that fails leaves no socket file behind, neither the agent's nor those PID 1
+    opened from the previous run's record; a running dockerd taken over keeps its sockets
+    (its clients are still there)."""
     started = time.time()
     role = env.pop(fdstore.ROLE_ENV, ROLE_RUN)
-    raw_restarts = env.pop(fdstore.RESTARTS_ENV, "0")
-    depositor = fdstore.Depositor.from_env(env)
     inherited = fdstore.inherited(env)
     takeover = any(name == "dockerd" for name, _fd in inherited) or role == ROLE_STOP
+    with contextlib.ExitStack() as on_failure:
+        if not takeover:
+            on_failure.callback(_unlink_socket_files, _unix_socket_paths(inherited))
+        launched = _launch(config, policy, under_init=under_init, env=env, log=log,
+                           started=started, role=role, inherited=inherited,
+                           takeover=takeover, on_failure=on_failure)
+        on_failure.pop_all()  # started: nothing to undo
+    return launched
+
+
+def _unix_socket_paths(inherited: list[tuple[str, int]]) -> list[str]:
+    paths = []
+    for name, fd in inherited:
+        if name != LISTENER_NAME:
+            continue
+        sock = socket.socket(fileno=fd)
+        try:
+            address = sock.getsockname() if sock.family == socket.AF_UNIX else None
+        except OSError:
+            address = None
+        finally:
+            sock.detach()
+        if isinstance(address, str) and address:
+            paths.append(address)
+    return paths
+
+
+def _unlink_socket_files(paths: list[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _launch(
+    config: Config, policy: Policy, *, under_init: bool, env: MutableMapping[str, str],
+    log: EarlyLog, started: float, role: str, inherited: list[tuple[str, int]],
+    takeover: bool, on_failure: contextlib.ExitStack,
+) -> Launched:
+    raw_restarts = env.pop(fdstore.RESTARTS_ENV, "0")
+    depositor = fdstore.Depositor.from_env(env)
     # 1. Refuse bad configuration before anything is touched (the policy was, by the CLI).
     if config.rootless_on:
         _check_rootless(config, env, log)
@@ -195,66 +237,63 @@ def launch(
     listeners = held_sockets.open_listeners(held, config, inherited_sockets)
     if not held.active and held.why_not:
         log.info("sockets_not_held", reason=held.why_not)
+    if not takeover:
+        on_failure.callback(listeners.close)
     listeners.listen(tcp=False)
     _deposit_listeners(listeners, depositor, inherited=len(inherited_sockets), log=log)
-    try:
-        milestones = {"agent_started": started}
-        saved = state.read(Path(config.agent.state_dir)) if takeover else {}
-        # 4. The container, as docker:dind's scripts prepare it (once per container).
-        prepared: dict[str, Any] | None = None
-        prepare_env: dict[str, str] = {}
-        if takeover and "prepare" in saved:
-            prepared, prepare_env = saved.get("prepare"), dict(saved.get("prepare_env") or {})
-        elif _should_prepare(config, under_init):
-            prepared, prepare_env = _prepare(config, log, env)
-        if not takeover:
-            _clean_pid_files(config, log)
-        milestones["prepared"] = time.time()
-        # 5. Certificates.
-        certs: CertReport | None = None
-        record: Manifest | None = None
-        if config.tls_enabled and sans is not None:
-            certs, record = _certificates(config, log, sans, takeover=takeover)
-            milestones["certificates_ready"] = time.time()
-        # 6. The TCP sockets listen once the client certificates exist.
-        if not config.tls_enabled or TlsFiles.of(config.tls.certdir, "client").all_present():
-            listeners.listen()
-        containerd_setup, runner, containerd = _containerd(
-            config, planned, dockerd_environment(env, prepare_env), depositor=depositor,
-            inherited=inherited, may_spawn=role != ROLE_STOP, log=log)
-        spawner = _spawner(config, planned, prepare_env, listeners=listeners, depositor=depositor,
-                           env=env, data_root=data_root,
-                           containerd_flags=containerd_setup.dockerd_flags())
-        launched = Launched(
-            config=config, role=role, under_init=under_init, policy=policy, plan=planned,
-            deviations=deviations, lock=lock, previous_run=previous, disk=disk,
-            listeners=listeners, spawner=spawner, depositor=depositor, log=log,
-            agent_restarts=int(raw_restarts) if raw_restarts.isdigit() else 0, takeover=takeover,
-            prepare=prepared, prepare_env=prepare_env, sans=sans, certs=certs, manifest=record,
-            milestones=milestones, inherited=inherited, http_socket=http_socket,
-            containerd_setup=containerd_setup, containerd_runner=runner, containerd=containerd,
-        )
-        # 7. dockerd: adopted, or started now unless a stop is already waiting.
-        if takeover:
-            launched.incarnation = spawner.adopt(inherited, int(saved.get("incarnation", 0)) + 1)
-            if launched.incarnation is not None:
-                log.info("dockerd_taken_over", pid=launched.incarnation.process.pid,
-                         agent_restarts=launched.agent_restarts)
-        if launched.incarnation is None and role != ROLE_STOP:
-            if _stop_pending():
-                launched.stop_pending = True
-                log.info("dockerd_not_started", reason="a stop signal arrived during start-up")
-            else:
-                state.update(Path(config.agent.state_dir), incarnation=1)
-                launched.incarnation = spawner.spawn(1)
-                launched.milestone("dockerd_spawned")
-                log.info("dockerd_started", component="dockerd",
-                         pid=launched.incarnation.process.pid, **spawner.describe_last(),
-                         seconds_since_agent_start=round(time.time() - started, 3))
-    except BaseException:
-        if not takeover:  # a failed start leaves no socket file behind (a running dockerd
-            listeners.close()  # taken over keeps its sockets: its clients are still there)
-        raise
+    milestones = {"agent_started": started}
+    saved = state.read(Path(config.agent.state_dir)) if takeover else {}
+    # 4. The container, as docker:dind's scripts prepare it (once per container).
+    prepared: dict[str, Any] | None = None
+    prepare_env: dict[str, str] = {}
+    if takeover and "prepare" in saved:
+        prepared, prepare_env = saved.get("prepare"), dict(saved.get("prepare_env") or {})
+    elif _should_prepare(config, under_init):
+        prepared, prepare_env = _prepare(config, log, env)
+    if not takeover:
+        _clean_pid_files(config, log)
+    milestones["prepared"] = time.time()
+    # 5. Certificates.
+    certs: CertReport | None = None
+    record: Manifest | None = None
+    if config.tls_enabled and sans is not None:
+        certs, record = _certificates(config, log, sans, takeover=takeover)
+        milestones["certificates_ready"] = time.time()
+    # 6. The TCP sockets listen once the client certificates exist.
+    if not config.tls_enabled or TlsFiles.of(config.tls.certdir, "client").all_present():
+        listeners.listen()
+    containerd_setup, runner, containerd = _containerd(
+        config, planned, dockerd_environment(env, prepare_env), depositor=depositor,
+        inherited=inherited, may_spawn=role != ROLE_STOP, log=log)
+    spawner = _spawner(config, planned, prepare_env, listeners=listeners, depositor=depositor,
+                       env=env, data_root=data_root,
+                       containerd_flags=containerd_setup.dockerd_flags())
+    launched = Launched(
+        config=config, role=role, under_init=under_init, policy=policy, plan=planned,
+        deviations=deviations, lock=lock, previous_run=previous, disk=disk,
+        listeners=listeners, spawner=spawner, depositor=depositor, log=log,
+        agent_restarts=int(raw_restarts) if raw_restarts.isdigit() else 0, takeover=takeover,
+        prepare=prepared, prepare_env=prepare_env, sans=sans, certs=certs, manifest=record,
+        milestones=milestones, inherited=inherited, http_socket=http_socket,
+        containerd_setup=containerd_setup, containerd_runner=runner, containerd=containerd,
+    )
+    # 7. dockerd: adopted, or started now unless a stop is already waiting.
+    if takeover:
+        launched.incarnation = spawner.adopt(inherited, int(saved.get("incarnation", 0)) + 1)
+        if launched.incarnation is not None:
+            log.info("dockerd_taken_over", pid=launched.incarnation.process.pid,
+                     agent_restarts=launched.agent_restarts)
+    if launched.incarnation is None and role != ROLE_STOP:
+        if _stop_pending():
+            launched.stop_pending = True
+            log.info("dockerd_not_started", reason="a stop signal arrived during start-up")
+        else:
+            state.update(Path(config.agent.state_dir), incarnation=1)
+            launched.incarnation = spawner.spawn(1)
+            launched.milestone("dockerd_spawned")
+            log.info("dockerd_started", component="dockerd",
+                     pid=launched.incarnation.process.pid, **spawner.describe_last(),
+                     seconds_since_agent_start=round(time.time() - started, 3))
     _record_listeners(config, listeners, env)
     return launched
 
