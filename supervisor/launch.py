@@ -39,7 +39,7 @@ import signal
 import socket
 import stat
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -163,21 +163,36 @@ def launch(
 ) -> Launched:
     """Everything before dockerd's spawn; raises SupervisorError (with its exit code).
 
-    A start that fails leaves no socket file behind, neither the agent's nor those PID 1
-    opened from the previous run's record; a running dockerd taken over keeps its sockets
-    (its clients are still there)."""
+    A start refused (a SupervisorError: the agent exits with its code, and PID 1 with it)
+    leaves no socket file behind, neither the agent's nor those PID 1 opened from the
+    previous run's record. A crash leaves them: PID 1 starts a new agent, which adopts the
+    sockets it kept. A running dockerd taken over keeps its sockets either way."""
     started = time.time()
     role = env.pop(fdstore.ROLE_ENV, ROLE_RUN)
     inherited = fdstore.inherited(env)
     takeover = any(name == "dockerd" for name, _fd in inherited) or role == ROLE_STOP
     with contextlib.ExitStack() as on_failure:
         if not takeover:
-            on_failure.callback(_unlink_socket_files, _unix_socket_paths(inherited))
+            on_failure.push(_when_refused(_unlink_socket_files, _unix_socket_paths(inherited)))
         launched = _launch(config, policy, under_init=under_init, env=env, log=log,
                            started=started, role=role, inherited=inherited,
                            takeover=takeover, on_failure=on_failure)
         on_failure.pop_all()  # started: nothing to undo
     return launched
+
+
+def _when_refused(undo: Callable[..., None], *args: Any) -> Callable[..., bool]:
+    """An exit callback for ExitStack.push: ``undo(*args)`` when the launch refused to start
+    (a SupervisorError), never on a crash (a new agent needs what this one made)."""
+
+    def on_exit(_kind: object, error: BaseException | None, _trace: object) -> bool:
+        from supervisor.errors import SupervisorError
+
+        if isinstance(error, SupervisorError):
+            undo(*args)
+        return False
+
+    return on_exit
 
 
 def _unix_socket_paths(inherited: list[tuple[str, int]]) -> list[str]:
@@ -238,7 +253,7 @@ def _launch(
     if not held.active and held.why_not:
         log.info("sockets_not_held", reason=held.why_not)
     if not takeover:
-        on_failure.callback(listeners.close)
+        on_failure.push(_when_refused(listeners.close))
     listeners.listen(tcp=False)
     _deposit_listeners(listeners, depositor, inherited=len(inherited_sockets), log=log)
     milestones = {"agent_started": started}
