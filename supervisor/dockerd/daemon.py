@@ -263,7 +263,10 @@ class Daemon:
                 case lc.Terminate():
                     self._log.info("dockerd_terminating", pid=self.pid, state=before.state.value)
                     if self._current is not None:
-                        self._current.process.terminate()
+                        process = self._current.process
+                        stopped = process.serves_held_sockets and await anyio.to_thread.run_sync(
+                            process.stopped)
+                        process.terminate(stopped=stopped)
                 case lc.Kill():
                     self._log.warning("dockerd_killed", pid=self.pid, reason="deadline passed")
                     if self._current is not None:

@@ -372,9 +372,10 @@ class DockerdProcess:
             else:
                 os.kill(self.pid, signum)
 
-    def terminate(self) -> None:
-        """The graceful stop's signal; a stopped process is woken or ended (see below)."""
-        if self.serves_held_sockets and self.stopped():
+    def terminate(self, *, stopped: bool = False) -> None:
+        """The graceful stop's signal; a process the caller found ``stopped()`` is woken or
+        ended (see below). The caller reads that, in a thread when it runs on the loop."""
+        if self.serves_held_sockets and stopped:
             # A stopped dockerd (SIGSTOP: found hung) can shut down only once woken, and
             # woken it first accepts the calls that queued in the held sockets' backlog
             # meanwhile, then cuts them as it exits. KILL ends it where it stands: those

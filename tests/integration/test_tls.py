@@ -471,7 +471,8 @@ def test_rotation_keeps_the_container_running_and_the_cli_working(
     figure(record_property, "rotation_probe_samples", len(samples))
     # The agent holds dockerd's listening socket across the restart: calls made meanwhile
     # wait in the kernel's backlog and are answered by the new dockerd, none is refused.
-    assert failures == 0, f"{failures} TLS calls failed during the rotation"
+    failed = [detail for _start, _end, ok, detail in samples if not ok]
+    assert failures == 0, f"{failures} TLS calls failed during the rotation: {failed}"
     assert box.dockerd_pid() != old_dockerd
 
     after = docker_tls(box, "inspect", "--format", fmt, container).stdout.split()

@@ -55,6 +55,7 @@ class FakeDockerd:
     _exit: anyio.Event = field(default_factory=anyio.Event)
     output_done: anyio.Event = field(default_factory=anyio.Event)
     answering: bool = False
+    serves_held_sockets: bool = False  # the hung-and-stopped case is test_process_stop's
 
     def say(self, *lines: str) -> None:
         """Lines as dockerd prints them, read as the relay reads them."""
@@ -78,7 +79,7 @@ class FakeDockerd:
         await self._exit.wait()
         return self.code
 
-    def terminate(self) -> None:
+    def terminate(self, *, stopped: bool = False) -> None:
         self.terms += 1
         if self.exits_on_term and not self.hung:
             self.exit(0)

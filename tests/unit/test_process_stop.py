@@ -41,7 +41,7 @@ def test_a_stopped_dockerd_is_killed_where_it_stands(child: subprocess.Popen[byt
     _stop(child)
     process = DockerdProcess(pid=child.pid, pidfd=None, output=None, own_child=False)
     assert process.stopped()
-    process.terminate()
+    process.terminate(stopped=process.stopped())
     assert child.wait(timeout=10) == -signal.SIGKILL
 
 
@@ -49,7 +49,7 @@ def test_a_running_dockerd_gets_the_graceful_term(child: subprocess.Popen[bytes]
     """Not stopped: the one TERM of the graceful stop."""
     process = DockerdProcess(pid=child.pid, pidfd=None, output=None, own_child=False)
     assert not process.stopped()
-    process.terminate()
+    process.terminate(stopped=process.stopped())
     assert child.wait(timeout=10) == -signal.SIGTERM
 
 
@@ -57,5 +57,5 @@ def test_a_stopped_containerd_is_woken_to_stop_cleanly(child: subprocess.Popen[b
     """Nobody queues for containerd in a held socket: TERM, then CONT so it can act on it."""
     _stop(child)
     process = ContainerdProcess(pid=child.pid, pidfd=None, output=None, own_child=False)
-    process.terminate()
+    process.terminate(stopped=process.stopped())
     assert child.wait(timeout=10) == -signal.SIGTERM
