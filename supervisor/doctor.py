@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from supervisor import policy
 from supervisor.checks import check_data_root, check_preparation, check_tls_files
 from supervisor.config import Config
+from supervisor.dockerd.failures import INSTALL_DOCKERD
 from supervisor.findings import Finding, Severity
 from supervisor.policy.plan import plan
 from supervisor.policy.spec import policy_from_config
@@ -44,8 +45,7 @@ def check_dockerd_binary(config: Config) -> list[Finding]:
                 topic="dockerd",
                 severity=Severity.ERROR,
                 message=f"dockerd executable {config.dockerd.binary!r} not found on PATH",
-                remedy="install dockerd (Debian: apt-get install docker.io) or set"
-                " --dockerd-binary to its path",
+                remedy=INSTALL_DOCKERD,
             )
         ]
     return [

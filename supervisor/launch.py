@@ -373,11 +373,12 @@ def _check_dockerd_binary(config: Config, env: MutableMapping[str, str]) -> None
     if found is None:
         where = "does not exist or is not executable" if "/" in binary else (
             "is not on PATH" + (f" ({env.get('PATH')})" if env.get("PATH") else ""))
+        from supervisor.dockerd.failures import INSTALL_DOCKERD
+
         raise ConfigError(
             key="dockerd.binary", value=binary,
             source=config.sources.get("dockerd.binary", "default"), reason=where,
-            remedy="install dockerd (Debian: apt-get install docker.io) or point"
-            " --dockerd-binary (DIND_SUPERVISOR_DOCKERD_BINARY) at it",
+            remedy=INSTALL_DOCKERD,
         )
 
 
