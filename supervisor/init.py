@@ -30,6 +30,7 @@ not restarted, and 1 when PID 1 gave up on restarting it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import socket
@@ -131,8 +132,6 @@ class Init:
 
     def wake_on_messages(self) -> None:
         """SIGIO to this process whenever the agent writes to the channel (SIGIO blocked)."""
-        import fcntl
-
         fd = self.store.sock.fileno()
         fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)

@@ -202,13 +202,11 @@ def _unix_socket_paths(inherited: list[tuple[str, int]]) -> list[str]:
             continue
         sock = socket.socket(fileno=fd)
         try:
-            address = sock.getsockname() if sock.family == socket.AF_UNIX else None
-        except OSError:
-            address = None
+            path = held_sockets.unix_path(held_sockets.local_address(sock) or "")
         finally:
             sock.detach()
-        if isinstance(address, str) and address:
-            paths.append(address)
+        if path:
+            paths.append(path)
     return paths
 
 
@@ -340,8 +338,8 @@ def _record_listeners(config: Config, listeners: held_sockets.Listeners,
         if not item.listening:
             continue
         try:
-            if item.endpoint.is_unix:
-                path = item.endpoint.address.removeprefix("unix://")
+            path = held_sockets.unix_path(item.endpoint.address)
+            if path is not None:
                 found = os.stat(path)
                 rows.append(prelisten.unix_row(path, stat.S_IMODE(found.st_mode), found.st_gid))
             else:

@@ -96,10 +96,17 @@ def _open_row(fields: list[str]) -> socket.socket | None:
     return None
 
 
+def client_files_present(client_dir: str) -> bool:
+    """The agent's own rule (``TlsFiles.all_present``, which needs dataclasses and pathlib
+    that PID 1 does not load): every client file there and not empty."""
+    try:
+        return all(os.stat(os.path.join(client_dir, name)).st_size > 0 for name in CLIENT_FILES)
+    except OSError:
+        return False
+
+
 def _open_tcp(host: str, port: int, client_dir: str) -> socket.socket | None:
-    if client_dir != NO_CLIENT_DIR and not all(
-        os.path.isfile(os.path.join(client_dir, name)) for name in CLIENT_FILES
-    ):
+    if client_dir != NO_CLIENT_DIR and not client_files_present(client_dir):
         return None
     family, kind, proto, _name, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM,

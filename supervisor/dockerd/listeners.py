@@ -197,7 +197,7 @@ class Listeners:
 
     def close(self) -> None:
         for item in self.items:
-            path = _unix_path(item.endpoint.address)
+            path = unix_path(item.endpoint.address)
             with contextlib.suppress(OSError):
                 item.sock.close()
             if path is not None:
@@ -206,11 +206,12 @@ class Listeners:
         self.items.clear()
 
 
-def _unix_path(address: str) -> str | None:
+def unix_path(address: str) -> str | None:
     return address.removeprefix("unix://") if address.startswith("unix://") else None
 
 
-def _local_address(sock: socket.socket) -> str | None:
+def local_address(sock: socket.socket) -> str | None:
+    """``unix:///path`` or ``tcp://host:port`` of a bound socket, None when unbound."""
     try:
         name = sock.getsockname()
     except OSError:
@@ -240,7 +241,7 @@ def open_listeners(
     spare = list(inherited)
     for endpoint in plan_.endpoints:
         match = next(
-            (s for s in spare if (local := _local_address(s)) is not None
+            (s for s in spare if (local := local_address(s)) is not None
              and (local == endpoint.address or _same_tcp(local, endpoint.address))),
             None,
         )
@@ -277,7 +278,7 @@ def _refuse(endpoint: Endpoint, config: Config, reason: str, remedy: str) -> Con
 
 
 def _bind(endpoint: Endpoint, config: Config) -> socket.socket:
-    path = _unix_path(endpoint.address)
+    path = unix_path(endpoint.address)
     if path is not None:
         return _bind_unix(endpoint, path, config)
     host, port = split_tcp(endpoint.address)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from supervisor import launch, prelisten
+from supervisor.tls.files import TlsFiles
 from tests.unit.test_containerd import Recorder
 
 
@@ -62,6 +63,19 @@ def test_the_tls_port_stays_closed_without_every_client_file(
     assert opened == []
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+@pytest.mark.parametrize("files", [prelisten.CLIENT_FILES, ("ca.pem", "cert.pem"), ()])
+@pytest.mark.parametrize("empty", [None, "key.pem"])
+def test_pid_1_and_the_agent_agree_on_when_client_files_are_present(
+    tmp_path: Path, files: tuple[str, ...], empty: str | None
+) -> None:
+    """PID 1 opens the TLS port early exactly when the agent would listen on it."""
+    folder = _client_dir(tmp_path, files)
+    if empty in files:
+        (folder / empty).write_text("")  # a half-written file is not a certificate yet
+    assert prelisten.client_files_present(str(folder)) == TlsFiles.of(
+        tmp_path, "client").all_present()
 
 
 def test_a_plain_port_needs_no_certificates(tmp_path: Path, opened: list[socket.socket]) -> None:
